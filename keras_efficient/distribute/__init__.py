@@ -1,0 +1,3 @@
+"""distribute."""
+
+__all__ = []

@@ -1,0 +1,45 @@
+"""Test configuration: two logical CPU devices for MirroredStrategy checks.
+
+The split must happen before TensorFlow initialises its runtime, so it is done
+here, at import time of the test session, before any test module runs an op.
+"""
+
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from keras_efficient.backend import keras, tf  # noqa: E402
+from keras_efficient.testing import configure_logical_cpus  # noqa: E402
+
+configure_logical_cpus(2)
+
+
+@pytest.fixture(autouse=True)
+def _restore_global_state():
+    """Every test starts and ends with the float32 policy and a fresh Keras session."""
+    policy = keras.mixed_precision.global_policy()
+    yield
+    keras.mixed_precision.set_global_policy(policy)
+    keras.backend.clear_session()
+
+
+@pytest.fixture
+def mixed_precision():
+    """Runs a test under the mixed_float16 policy and restores the previous one."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+@pytest.fixture
+def mirrored_strategy():
+    """A MirroredStrategy over the two logical CPU devices."""
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < 2:
+        pytest.skip("two logical CPU devices are not available in this process")
+    return tf.distribute.MirroredStrategy(devices[:2])
