@@ -1,3 +1,3 @@
-"""callbacks."""
+"""Callbacks: training-progress monitors, stochastic weight averaging, compute accounting."""
 
 __all__ = []

@@ -1,3 +1,3 @@
-"""distribute."""
+"""Distribution strategies for CPUs, GPUs, Graphcore IPUs and multiple workers."""
 
 __all__ = []

@@ -1,3 +1,10 @@
-"""layers."""
+"""Keras layers from the four papers.
 
-__all__ = []
+Each layer is registered for serialization under the `keras_efficient` package.
+"""
+
+from keras_efficient.layers.residual_block import ResidualBlock
+
+__all__ = [
+    "ResidualBlock",
+]

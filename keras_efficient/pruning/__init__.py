@@ -1,3 +1,3 @@
-"""pruning."""
+"""Pruning analysis and physical removal of pruned units."""
 
 __all__ = []

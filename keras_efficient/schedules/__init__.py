@@ -1,3 +1,3 @@
-"""schedules."""
+"""Serializable schedules, pure functions of the training step."""
 
 __all__ = []

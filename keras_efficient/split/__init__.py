@@ -1,3 +1,3 @@
-"""split."""
+"""Split computing: early exit, device/server export, transmission and coverage analysis."""
 
 __all__ = []

@@ -1,3 +1,3 @@
-"""training."""
+"""Gradient mechanisms for energy-efficient training (predictive sign gradients)."""
 
 __all__ = []

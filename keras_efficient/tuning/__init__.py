@@ -1,3 +1,3 @@
-"""tuning."""
+"""keras-tuner search spaces for the library's hyperparameters."""
 
 __all__ = []

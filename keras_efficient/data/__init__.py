@@ -1,0 +1,11 @@
+"""Built-in and generated data sets, and data-pipeline transforms."""
+
+from keras_efficient.data.images import DATASETS, load_digits32, load_images
+from keras_efficient.data.sequences import make_ctc_sequences
+
+__all__ = [
+    "DATASETS",
+    "load_digits32",
+    "load_images",
+    "make_ctc_sequences",
+]

@@ -1,0 +1,62 @@
+"""Built-in image classification data: scikit-learn's digits at CIFAR size, or CIFAR itself.
+
+`load_digits32` needs no download: scikit-learn ships the 1,797 8×8 digit images.
+They are resized bilinearly to 32×32, repeated over three channels and scaled to
+[0, 1], so CIFAR-shaped models run on them unchanged. The train/test split is
+fixed (stratified, 1,437 / 360, `random_state=0`).
+"""
+
+import numpy as np
+
+__all__ = ["load_digits32", "load_images", "DATASETS"]
+
+DATASETS = ("digits", "cifar10", "cifar100")
+
+
+def load_digits32():
+    """Returns `((x_train, y_train), (x_test, y_test))` of the resized digits.
+
+    x: float32 [N, 32, 32, 3] in [0, 1]; y: int64 labels 0..9; N = 1437 / 360.
+    """
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    from keras_efficient.backend import tf
+
+    digits = load_digits()
+    images = digits.images.astype("float32") / 16.0  # pixel values are 0..16
+    resized = tf.image.resize(images[..., None], (32, 32), method="bilinear").numpy()
+    x = np.clip(np.repeat(resized, 3, axis=-1), 0.0, 1.0).astype("float32")
+    y = digits.target.astype("int64")
+    x_train, x_test, y_train, y_test = train_test_split(
+        x, y, test_size=360, random_state=0, stratify=y)
+    return (x_train, y_train), (x_test, y_test)
+
+
+def load_images(name="digits"):
+    """Returns `((x_train, y_train), (x_test, y_test))` for `name`.
+
+    Args:
+      name: "digits" (built in, no download), "cifar10" or "cifar100" (downloaded by
+        `tf.keras.datasets` on first use; needs internet access once).
+
+    Images are float32 in [0, 1] with shape [N, 32, 32, 3]; labels int64 of shape [N].
+    """
+    if name not in DATASETS:
+        raise ValueError("Invalid value received for argument `name`. Expected one of {}. "
+                         "Received: name={!r}".format(", ".join(DATASETS), name))
+    if name == "digits":
+        return load_digits32()
+    from keras_efficient.backend import keras
+
+    module = keras.datasets.cifar10 if name == "cifar10" else keras.datasets.cifar100
+    try:
+        (x_train, y_train), (x_test, y_test) = module.load_data()
+    except Exception as err:  # urllib raises several types when offline
+        raise RuntimeError(
+            "Could not load {} ({}: {}). It is downloaded on first use and then cached in "
+            "~/.keras/datasets; this machine seems to be offline. Use name='digits' for the "
+            "built-in data set.".format(name, type(err).__name__, err)) from err
+    scale = np.float32(1.0 / 255.0)
+    return ((x_train.astype("float32") * scale, y_train.reshape(-1).astype("int64")),
+            (x_test.astype("float32") * scale, y_test.reshape(-1).astype("int64")))

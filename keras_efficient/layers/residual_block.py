@@ -1,0 +1,93 @@
+"""The basic residual block of CIFAR ResNets (He et al., 2016)."""
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.utils.validation import check_float, check_input_rank, check_int
+
+__all__ = ["ResidualBlock"]
+
+
+@register_serializable
+class ResidualBlock(keras.layers.Layer):
+    """y = relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)).
+
+    The shortcut is the identity when the block keeps its input shape, else a
+    strided 1×1 convolution with BatchNormalization (projection shortcut).
+    Sublayers are exposed as `conv1`, `bn1`, `conv2`, `bn2`, `shortcut` and
+    `shortcut_bn` (both None for the identity shortcut) so that wrappers can
+    count their FLOPs.
+
+    Args:
+      filters: output channels.
+      strides: stride of the first convolution (1 or 2).
+      weight_decay: L2 factor on the convolution kernels (0 disables).
+
+    Input shape: `[batch, height, width, channels]`.
+    Output shape: `[batch, height / strides, width / strides, filters]`.
+    """
+
+    def __init__(self, filters, strides=1, weight_decay=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = check_int("filters", filters, low=1)
+        self.strides = check_int("strides", strides, low=1, high=2)
+        self.weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+
+    def _conv(self, kernel_size, strides, name):
+        regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
+        return keras.layers.Conv2D(self.filters, kernel_size, strides=strides, padding="same",
+                                   use_bias=False, kernel_initializer="he_normal",
+                                   kernel_regularizer=regularizer, name=name)
+
+    def build(self, input_shape):
+        check_input_rank(self.name, input_shape, rank=4)
+        input_shape = tf.TensorShape(input_shape)
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
+                             "Received: input_shape={}".format(self.name, input_shape))
+        self.conv1 = self._conv(3, self.strides, "conv1")
+        self.bn1 = keras.layers.BatchNormalization(name="bn1")
+        self.conv2 = self._conv(3, 1, "conv2")
+        self.bn2 = keras.layers.BatchNormalization(name="bn2")
+        if self.strides != 1 or channels != self.filters:
+            self.shortcut = self._conv(1, self.strides, "shortcut")
+            self.shortcut_bn = keras.layers.BatchNormalization(name="shortcut_bn")
+        else:
+            self.shortcut = None
+            self.shortcut_bn = None
+        inner = input_shape
+        for layer in (self.conv1, self.bn1):
+            layer.build(inner)
+            inner = layer.compute_output_shape(inner)
+        for layer in (self.conv2, self.bn2):
+            layer.build(inner)
+            inner = layer.compute_output_shape(inner)
+        if self.shortcut is not None:
+            self.shortcut.build(input_shape)
+            self.shortcut_bn.build(self.shortcut.compute_output_shape(input_shape))
+        super().build(input_shape)
+
+    @property
+    def is_identity(self):
+        """True when the block keeps its input shape (identity shortcut)."""
+        return self.built and self.shortcut is None
+
+    def call(self, inputs, training=None):
+        h = tf.nn.relu(self.bn1(self.conv1(inputs), training=training))
+        h = self.bn2(self.conv2(h), training=training)
+        s = inputs
+        if self.shortcut is not None:
+            s = self.shortcut_bn(self.shortcut(inputs), training=training)
+        return tf.nn.relu(h + s)
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        h, w = input_shape[1], input_shape[2]
+        h = None if h is None else -(-h // self.strides)
+        w = None if w is None else -(-w // self.strides)
+        return tf.TensorShape([input_shape[0], h, w, self.filters])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"filters": self.filters, "strides": self.strides,
+                       "weight_decay": self.weight_decay})
+        return config

@@ -1,0 +1,50 @@
+"""Built-in image data: shapes, ranges, fixed split, faithful resize."""
+
+import numpy as np
+import pytest
+from sklearn.datasets import load_digits
+
+from keras_efficient.data import load_digits32, load_images
+
+
+def test_digits32_shapes_ranges_and_split():
+    (x_train, y_train), (x_test, y_test) = load_digits32()
+    assert x_train.shape == (1437, 32, 32, 3) and x_test.shape == (360, 32, 32, 3)
+    assert x_train.dtype == np.float32 and y_train.dtype == np.int64
+    assert x_train.min() >= 0.0 and x_train.max() <= 1.0
+    assert set(np.unique(y_train)) == set(range(10)) == set(np.unique(y_test))
+    # The three channels are copies of one grey image.
+    np.testing.assert_array_equal(x_train[..., 0], x_train[..., 2])
+
+
+def test_digits32_split_is_fixed_and_covers_every_image():
+    (a, ya), (b, yb) = load_digits32()
+    (c, _), (d, _) = load_digits32()
+    np.testing.assert_array_equal(a, c)
+    np.testing.assert_array_equal(b, d)
+    # Class balance of the stratified split matches the full set within one image per class.
+    full = np.bincount(load_digits().target, minlength=10)
+    np.testing.assert_allclose(np.bincount(yb, minlength=10), full * 360 / 1797, atol=1.0)
+
+
+def test_digits32_resize_preserves_the_image():
+    """Average-pooling the 32x32 image back to 8x8 is close to the original digit."""
+    digits = load_digits()
+    (x_train, y_train), _ = load_digits32()
+    # Find a training image by label and compare against every original of that label.
+    img = x_train[0, ..., 0]
+    pooled = img.reshape(8, 4, 8, 4).mean(axis=(1, 3))
+    originals = digits.images[digits.target == y_train[0]] / 16.0
+    best = np.min(np.abs(originals - pooled).mean(axis=(1, 2)))
+    assert best < 0.08
+
+
+def test_load_images_rejects_unknown_names():
+    with pytest.raises(ValueError, match="`name`"):
+        load_images("mnist")
+
+
+def test_load_images_digits_is_load_digits32():
+    (a, _), _ = load_images("digits")
+    (b, _), _ = load_digits32()
+    np.testing.assert_array_equal(a, b)
