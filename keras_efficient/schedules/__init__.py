@@ -1,3 +1,7 @@
 """Serializable schedules, pure functions of the training step."""
 
-__all__ = []
+from keras_efficient.schedules.retention_target import RetentionTargetSchedule
+
+__all__ = [
+    "RetentionTargetSchedule",
+]
