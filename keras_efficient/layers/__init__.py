@@ -3,8 +3,10 @@
 Each layer is registered for serialization under the `keras_efficient` package.
 """
 
+from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
 
 __all__ = [
+    "MultivariateNormalHead",
     "ResidualBlock",
 ]
