@@ -8,7 +8,7 @@ __all__ = ["cifar_resnet"]
 
 
 def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters=16,
-                 block_wrapper=None, weight_decay=0.0, name=None):
+                 block_wrapper=None, weight_decay=0.0, bn_momentum=0.9, name=None):
     """Builds a functional CIFAR ResNet of `depth` = 6n + 2 layers.
 
     Stem: 3×3 conv (`stem_conv`) → BN (`stem_bn`) → ReLU (`stem_relu`). Then three
@@ -27,6 +27,7 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
         `is_identity` tells whether the block keeps its input shape. The returned
         layer replaces the block (gates, stochastic depth); return `block` to keep it.
       weight_decay: L2 factor on the convolution kernels.
+      bn_momentum: BatchNormalization momentum (see `ResidualBlock`).
       name: model name (default `resnet{depth}`).
 
     Returns:
@@ -38,6 +39,7 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
     num_classes = check_int("num_classes", num_classes, low=1)
     base_filters = check_int("base_filters", base_filters, low=1)
     weight_decay = check_float("weight_decay", weight_decay, low=0.0)
+    bn_momentum = check_float("bn_momentum", bn_momentum, low=0.0, high=1.0, high_inclusive=False)
     if block_wrapper is not None and not callable(block_wrapper):
         raise invalid_argument("block_wrapper", "a callable or None", block_wrapper, TypeError)
     n = (depth - 2) // 6
@@ -47,7 +49,7 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
     x = keras.layers.Conv2D(base_filters, 3, padding="same", use_bias=False,
                             kernel_initializer="he_normal", kernel_regularizer=regularizer,
                             name="stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.BatchNormalization(momentum=bn_momentum, name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     index = 0
     channels = base_filters
@@ -56,7 +58,7 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
         for b in range(n):
             strides = 2 if stage > 0 and b == 0 else 1
             block = ResidualBlock(filters, strides=strides, weight_decay=weight_decay,
-                                  name="stage{}_block{}".format(stage + 1, b))
+                                  bn_momentum=bn_momentum, name="stage{}_block{}".format(stage + 1, b))
             is_identity = strides == 1 and channels == filters
             if block_wrapper is not None:
                 block = block_wrapper(block, index, is_identity)

@@ -1,0 +1,109 @@
+"""`keras-efficient`: environment information and experiment reproduction.
+
+  keras-efficient info
+  keras-efficient list
+  keras-efficient reproduce <experiment> [--quick] [--out DIR] [--seed N] [--option KEY=VALUE]
+"""
+
+import argparse
+import os
+import platform
+import sys
+
+__all__ = ["main", "build_parser"]
+
+
+def build_parser():
+    parser = argparse.ArgumentParser(
+        prog="keras-efficient",
+        description="Efficient deep learning in Keras: reproduce the library's experiments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    sub.add_parser("info", help="print versions, devices found and the strategy 'auto' picks")
+    sub.add_parser("list", help="list the registered experiments")
+    rep = sub.add_parser(
+        "reproduce", help="run a registered experiment and write a report",
+        description="Runs a registered experiment, prints progress, and writes report.md, "
+                    "metrics.json and PNG plots into --out.")
+    rep.add_argument("experiment", help="experiment name (see `keras-efficient list`)")
+    rep.add_argument("--quick", action="store_true",
+                     help="a reduced run that takes minutes on 2 CPU cores")
+    rep.add_argument("--out", default=None, help="output directory (default: runs/<experiment>)")
+    rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    rep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                     help="experiment-specific option, repeatable (e.g. --option dataset=cifar100)")
+    return parser
+
+
+def _parse_options(items):
+    options = {}
+    for item in items:
+        if "=" not in item:
+            raise SystemExit("--option expects KEY=VALUE, got {!r}".format(item))
+        key, value = item.split("=", 1)
+        options[key.strip()] = value.strip()
+    return options
+
+
+def _info(stream):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import tensorflow as tf
+
+    from keras_efficient import distribute
+    from keras_efficient.version import __version__
+
+    def version(module_name):
+        try:
+            module = __import__(module_name, fromlist=["__version__"])
+            return getattr(module, "__version__", "installed")
+        except ImportError:
+            return "not installed"
+
+    lines = [
+        "keras_efficient {}".format(__version__),
+        "python {} ({})".format(platform.python_version(), platform.machine()),
+        "tensorflow {}".format(tf.__version__),
+        "tensorflow-probability {}".format(version("tensorflow_probability")),
+        "tensorflow-compression {}".format(version("tensorflow_compression")),
+        "tensorflow-model-optimization {}".format(version("tensorflow_model_optimization")),
+        "keras-tuner {}".format(version("keras_tuner")),
+        "numpy {}".format(version("numpy")),
+        "galsim {}".format(version("galsim")),
+    ]
+    devices = distribute.describe_devices()
+    lines.append("devices: " + ", ".join("{}={}".format(k, devices[k] or 0)
+                                         for k in ("cpu", "gpu", "ipu")))
+    lines.append("strategy for kind='auto': {}".format(distribute.resolve_strategy_kind("auto")))
+    stream.write("\n".join(lines) + "\n")
+    return 0
+
+
+def _list(stream):
+    from keras_efficient.experiments import available_experiments
+
+    for name, description in sorted(available_experiments().items()):
+        stream.write("{:18s} {}\n".format(name, description))
+    return 0
+
+
+def main(argv=None, stream=None):
+    stream = stream or sys.stdout
+    args = build_parser().parse_args(argv)
+    if args.command == "info":
+        return _info(stream)
+    if args.command == "list":
+        return _list(stream)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_efficient.experiments import available_experiments, run_experiment
+
+    if args.experiment not in available_experiments():
+        known = ", ".join(sorted(available_experiments()))
+        stream.write("Unknown experiment {!r}. Available: {}\n".format(args.experiment, known))
+        return 2
+    run_experiment(args.experiment, quick=args.quick, seed=args.seed, out_dir=args.out,
+                   options=_parse_options(args.option), stream=stream)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,65 @@
+"""The command line: help, list, unknown experiments, and a real end-to-end reproduce."""
+
+import io
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from keras_efficient.cli import main
+from keras_efficient.experiments import EXPERIMENTS, available_experiments
+
+
+def test_reproduce_help_runs_in_a_subprocess():
+    out = subprocess.run([sys.executable, "-m", "keras_efficient.cli", "reproduce", "--help"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "--quick" in out.stdout and "--seed" in out.stdout and "--out" in out.stdout
+
+
+def test_list_names_every_importable_experiment():
+    stream = io.StringIO()
+    assert main(["list"], stream=stream) == 0
+    listed = {line.split()[0] for line in stream.getvalue().splitlines()}
+    assert listed == set(available_experiments())
+    assert "resnet-digits" in listed
+    assert listed <= set(EXPERIMENTS)
+
+
+def test_unknown_experiment_is_a_clear_error():
+    stream = io.StringIO()
+    assert main(["reproduce", "no-such-experiment"], stream=stream) == 2
+    assert "Unknown experiment 'no-such-experiment'" in stream.getvalue()
+
+
+def test_bad_option_syntax():
+    with pytest.raises(SystemExit, match="KEY=VALUE"):
+        main(["reproduce", "resnet-digits", "--option", "epochs"], stream=io.StringIO())
+
+
+def test_info_prints_versions_devices_and_strategy():
+    stream = io.StringIO()
+    assert main(["info"], stream=stream) == 0
+    text = stream.getvalue()
+    assert "tensorflow 2.14" in text
+    assert "devices: cpu=" in text
+    assert "strategy for kind='auto':" in text
+
+
+def test_reproduce_writes_report_metrics_and_plot(tmp_path):
+    """A real (tiny) run of the reference experiment, end to end through the CLI."""
+    stream = io.StringIO()
+    out = tmp_path / "run"
+    code = main(["reproduce", "resnet-digits", "--quick", "--out", str(out), "--seed", "3",
+                 "--option", "epochs=1"], stream=stream)
+    assert code == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["run"]["seed"] == 3 and metrics["epochs"] == 1
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+    assert len(metrics["history"]["loss"]) == 1
+    report = (out / "report.md").read_text()
+    assert "| ResNet-8 |" in report and "learning_curves.png" in report
+    assert os.path.getsize(out / "learning_curves.png") > 1000
+    assert "epoch 1/1" in stream.getvalue()
