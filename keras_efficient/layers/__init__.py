@@ -5,8 +5,10 @@ Each layer is registered for serialization under the `keras_efficient` package.
 
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
+from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 
 __all__ = [
+    "GaussianMixtureClassifier",
     "MultivariateNormalHead",
     "ResidualBlock",
 ]
