@@ -1,3 +1,26 @@
-"""Gradient mechanisms for energy-efficient training (predictive sign gradients)."""
+"""Energy-efficient training (E²-Train): predictive sign gradients and compute accounting."""
 
-__all__ = []
+from keras_efficient.training.psg import (
+    DEFAULT_PSG_CONFIG,
+    fixed_point_quantize,
+    psg_conv2d_weight_gradient,
+    psg_sign_select,
+    psg_weight_gradient,
+    validate_psg_config,
+)
+from keras_efficient.training.psg_convert import PSGResidualBlock, convert_to_psg, psg_layers_of
+from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
+
+__all__ = [
+    "DEFAULT_PSG_CONFIG",
+    "PSGConv2D",
+    "PSGDense",
+    "PSGResidualBlock",
+    "convert_to_psg",
+    "fixed_point_quantize",
+    "psg_conv2d_weight_gradient",
+    "psg_layers_of",
+    "psg_sign_select",
+    "psg_weight_gradient",
+    "validate_psg_config",
+]
