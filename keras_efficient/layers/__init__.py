@@ -3,11 +3,13 @@
 Each layer is registered for serialization under the `keras_efficient` package.
 """
 
+from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
+from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
-from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 
 __all__ = [
+    "AdaptiveDropout",
     "GaussianMixtureClassifier",
     "MultivariateNormalHead",
     "ResidualBlock",
