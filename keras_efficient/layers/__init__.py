@@ -7,8 +7,10 @@ from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
+from keras_efficient.layers.random_projection import RandomProjection
 
 __all__ = [
+    "RandomProjection",
     "AdaptiveDropout",
     "GaussianMixtureClassifier",
     "MultivariateNormalHead",
