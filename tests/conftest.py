@@ -11,7 +11,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import pytest  # noqa: E402
 
 from keras_efficient.backend import keras, tf  # noqa: E402
-from keras_efficient.testing import configure_logical_cpus  # noqa: E402
+from keras_efficient.testing import configure_logical_cpus, mirrored_cpu_strategy  # noqa: E402
 
 configure_logical_cpus(2)
 
@@ -38,8 +38,11 @@ def mixed_precision():
 
 @pytest.fixture
 def mirrored_strategy():
-    """A MirroredStrategy over the two logical CPU devices."""
-    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if len(devices) < 2:
+    """The process-wide MirroredStrategy over the two logical CPU devices.
+
+    Shared, not made anew per test: a second MirroredStrategy in one process can
+    abort its all-reduces (collective instance keys are reused in TF 2.14).
+    """
+    if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("two logical CPU devices are not available in this process")
-    return tf.distribute.MirroredStrategy(devices[:2])
+    return mirrored_cpu_strategy()

@@ -29,7 +29,7 @@ import tempfile
 import numpy as np
 
 from keras_efficient.backend import PACKAGE, keras, tf
-from keras_efficient.testing.devices import logical_cpu_names
+from keras_efficient.testing.devices import logical_cpu_names, mirrored_cpu_strategy
 
 __all__ = ["run_layer_test"]
 
@@ -387,7 +387,7 @@ def _check_distributed(layer_cls, init_kwargs, data, call_kwargs, targets, loss,
     if len(data[0]) % 2:
         raise ValueError("The MirroredStrategy check needs an even batch size; got {}".format(
             len(data[0])))
-    strategy = tf.distribute.MirroredStrategy(devices[:2])
+    strategy = mirrored_cpu_strategy()
     with strategy.scope():
         model = _functional_model(layer_cls(**init_kwargs), data, call_kwargs)
         if run_fit:
