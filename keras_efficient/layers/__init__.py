@@ -8,8 +8,11 @@ from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureCl
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
 from keras_efficient.layers.random_projection import RandomProjection
+from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 
 __all__ = [
+    "VariationalHead",
+    "BottleneckDecoder",
     "RandomProjection",
     "AdaptiveDropout",
     "GaussianMixtureClassifier",
