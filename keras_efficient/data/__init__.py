@@ -1,10 +1,13 @@
 """Built-in and generated data sets, and data-pipeline transforms."""
 
+from keras_efficient.data.minibatch_dropping import DropCounter, drop_minibatches
 from keras_efficient.data.images import DATASETS, load_digits32, load_images
 from keras_efficient.data.sequences import make_ctc_sequences
 
 __all__ = [
     "DATASETS",
+    "DropCounter",
+    "drop_minibatches",
     "load_digits32",
     "load_images",
     "make_ctc_sequences",

@@ -1,0 +1,97 @@
+"""SMD: binomial drop rate, determinism, dropped batches never reach the training step."""
+
+import numpy as np
+import pytest
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.data import DropCounter, drop_minibatches
+
+
+def _indices(ds):
+    return [int(b) for b in ds.as_numpy_iterator()]
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.5, 0.8])
+def test_drop_fraction_within_binomial_tolerance(rate):
+    n = 2000
+    kept = len(_indices(drop_minibatches(tf.data.Dataset.range(n), rate, seed=1)))
+    mean, sd = n * (1 - rate), np.sqrt(n * rate * (1 - rate))
+    assert abs(kept - mean) < 4 * sd
+
+
+def test_same_seed_same_batches_and_new_draws_each_epoch():
+    a = drop_minibatches(tf.data.Dataset.range(200), 0.5, seed=7)
+    b = drop_minibatches(tf.data.Dataset.range(200), 0.5, seed=7)
+    a1, a2 = _indices(a), _indices(a)
+    b1, b2 = _indices(b), _indices(b)
+    assert a1 == b1 and a2 == b2
+    assert a1 != a2
+    assert a1 != _indices(drop_minibatches(tf.data.Dataset.range(200), 0.5, seed=8))
+    assert a1 == sorted(a1) and set(a1) <= set(range(200))
+
+
+def test_rate_zero_keeps_everything_and_counter_books():
+    counter = DropCounter()
+    assert _indices(drop_minibatches(tf.data.Dataset.range(30), 0.0, seed=0, counter=counter)) == \
+        list(range(30))
+    assert counter.result() == {"nominal_steps": 30, "performed_steps": 30, "dropped_steps": 0,
+                                "energy_ratio": 1.0}
+    counter.reset()
+    kept = _indices(drop_minibatches(tf.data.Dataset.range(100), 0.5, seed=3, counter=counter))
+    assert int(counter.nominal.numpy()) == 100 and int(counter.kept.numpy()) == len(kept)
+    assert counter.energy_ratio == pytest.approx(len(kept) / 100)
+
+
+def _model():
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d")])
+    # Momentum moves the weights on any executed step, even with a zero gradient.
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9), "mse")
+    return model
+
+
+def test_dropped_batches_never_reach_the_step():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 4)).astype(np.float32)
+    y = rng.normal(size=(40, 3)).astype(np.float32)
+    base = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    kept = list(drop_minibatches(base, 0.5, seed=11).as_numpy_iterator())
+    assert 0 < len(kept) < 10
+    counter = DropCounter()
+    model = _model()
+    steps = []
+    record = keras.callbacks.LambdaCallback(
+        on_train_batch_end=lambda b, logs: steps.append(int(model.optimizer.iterations.numpy())))
+    model.fit(drop_minibatches(base, 0.5, seed=11, counter=counter), epochs=1, verbose=0,
+              callbacks=[record])
+    # One optimizer iteration per kept batch. (After the epoch Keras's counter may read one
+    # more on any dataset of unknown cardinality, filtered or not, without an update.)
+    assert steps == list(range(1, len(kept) + 1))
+    assert len(kept) == int(counter.kept.numpy())
+    assert int(counter.nominal.numpy()) == 10
+    # Independent reference: step only on the kept batches.
+    ref = _model()
+    for bx, by in kept:
+        ref.train_on_batch(bx, by)
+    for a, b in zip(model.get_weights(), ref.get_weights()):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-7)
+    # ... and differs from stepping on every batch.
+    full = _model()
+    full.fit(base, epochs=1, verbose=0)
+    assert not np.allclose(full.get_weights()[0], model.get_weights()[0])
+
+
+@pytest.mark.parametrize("rate,error", [(1.0, ValueError), (-0.1, ValueError), (1.5, ValueError),
+                                        ("0.5", TypeError), (None, TypeError)])
+def test_bad_rate(rate, error):
+    with pytest.raises(error, match="rate"):
+        drop_minibatches(tf.data.Dataset.range(3), rate)
+
+
+def test_bad_dataset_seed_counter():
+    with pytest.raises(TypeError, match="dataset"):
+        drop_minibatches([1, 2, 3], 0.5)
+    with pytest.raises(ValueError, match="seed"):
+        drop_minibatches(tf.data.Dataset.range(3), 0.5, seed=-1)
+    with pytest.raises(TypeError, match="counter"):
+        drop_minibatches(tf.data.Dataset.range(3), 0.5, counter=object())
