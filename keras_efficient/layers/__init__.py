@@ -5,6 +5,7 @@ Each layer is registered for serialization under the `keras_efficient` package.
 
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
+from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
 from keras_efficient.layers.random_projection import RandomProjection
@@ -16,6 +17,8 @@ __all__ = [
     "RandomProjection",
     "AdaptiveDropout",
     "GaussianMixtureClassifier",
+    "FlipoutConv2D",
+    "FlipoutDense",
     "MultivariateNormalHead",
     "ResidualBlock",
 ]

@@ -47,6 +47,10 @@ class MultivariateNormalHead(keras.layers.Layer):
         used as a plain tensor (e.g. by a Keras metric such as "mae").
       validate_args: passed to the distribution.
       check_finite: assert that the input features are finite (NaN/Inf -> error).
+      params_layer: optional layer (or its Keras config) that replaces the Dense
+        layer, e.g. `FlipoutDense(params_size(d), ...)` for a Bayesian head; it must
+        output `params_size(event_size)` features. When given, the initializer and
+        regularizer arguments are unused.
 
     Call arguments:
       inputs: features, float tensor [batch, ..., features].
@@ -61,7 +65,7 @@ class MultivariateNormalHead(keras.layers.Layer):
 
     def __init__(self, event_size, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, convert_to_tensor="mean",
-                 validate_args=False, check_finite=True, **kwargs):
+                 validate_args=False, check_finite=True, params_layer=None, **kwargs):
         super().__init__(**kwargs)
         self.event_size = check_int("event_size", event_size, low=1)
         self.convert_to_tensor = check_choice("convert_to_tensor", convert_to_tensor,
@@ -72,7 +76,14 @@ class MultivariateNormalHead(keras.layers.Layer):
         self.bias_initializer = keras.initializers.get(bias_initializer)
         self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
         self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.params = keras.layers.Dense(
+        if isinstance(params_layer, dict):
+            params_layer = keras.layers.deserialize(params_layer)
+        if params_layer is not None and not isinstance(params_layer, keras.layers.Layer):
+            raise TypeError(
+                "Invalid value received for argument `params_layer`. Expected a Keras layer, a "
+                "layer config or None. Received: params_layer={!r}".format(params_layer))
+        self._custom_params = params_layer is not None
+        self.params = params_layer if params_layer is not None else keras.layers.Dense(
             self.params_size(self.event_size),
             kernel_initializer=self.kernel_initializer,
             bias_initializer=self.bias_initializer,
@@ -103,6 +114,12 @@ class MultivariateNormalHead(keras.layers.Layer):
                 "The last dimension of the input of layer `{}` must be defined. "
                 "Received: input_shape={}".format(self.name, input_shape))
         self.params.build(input_shape)
+        out = self.params.compute_output_shape(input_shape)
+        if out[-1] != self.params_size(self.event_size):
+            raise ValueError(
+                "`params_layer` of layer `{}` must output params_size({}) = {} features. "
+                "Received: output_shape={}".format(self.name, self.event_size,
+                                                  self.params_size(self.event_size), out))
         super().build(input_shape)
 
     def call(self, inputs):
@@ -110,7 +127,8 @@ class MultivariateNormalHead(keras.layers.Layer):
         if self.check_finite:
             with tf.control_dependencies([assert_finite(inputs, self.name)]):
                 inputs = tf.identity(inputs)
-        return self.distribution(self.params(inputs))
+        params = self.params(inputs)
+        return self.distribution(tf.cast(params, tf.float32))
 
     def get_config(self):
         config = super().get_config()
@@ -123,6 +141,8 @@ class MultivariateNormalHead(keras.layers.Layer):
             "convert_to_tensor": self.convert_to_tensor,
             "validate_args": self.validate_args,
             "check_finite": self.check_finite,
+            "params_layer": (keras.layers.serialize(self.params)
+                             if self._custom_params else None),
         })
         return config
 

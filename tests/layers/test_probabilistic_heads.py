@@ -149,3 +149,27 @@ def test_convert_to_tensor_mean_is_deterministic():
     b = tf.convert_to_tensor(layer(x))
     np.testing.assert_array_equal(a.numpy(), b.numpy())
     np.testing.assert_array_equal(a.numpy(), layer(x).mean().numpy())
+
+
+def test_bayesian_params_layer_round_trip(tmp_path):
+    from keras_efficient.layers.bayesian import FlipoutDense
+
+    head = MultivariateNormalHead(
+        2, params_layer=FlipoutDense(MultivariateNormalHead.params_size(2), num_train_examples=10))
+    x = np.random.default_rng(3).standard_normal((4, 6)).astype(np.float32)
+    head(x)
+    assert len(head.losses) == 1  # the Flipout layer's KL term
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, head(inputs))
+    path = os.path.join(str(tmp_path), "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded.layers[-1].params, FlipoutDense)
+    assert loaded.layers[-1].get_config() == head.get_config()
+
+
+def test_params_layer_with_wrong_width():
+    with pytest.raises(ValueError, match="params_size"):
+        MultivariateNormalHead(2, params_layer=keras.layers.Dense(4))(np.zeros((2, 3), np.float32))
+    with pytest.raises(TypeError, match="params_layer"):
+        MultivariateNormalHead(2, params_layer="dense")

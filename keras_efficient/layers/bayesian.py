@@ -1,0 +1,294 @@
+"""Bayesian Flipout layers: TFP's DenseFlipout / Convolution2DFlipout with a config.
+
+A Bayesian network learns a mean-field normal posterior q(w) = N(mu, sigma^2) per
+weight instead of a point value. Training minimises (Eq. 2 of the IPU/GPU
+cosmology paper)
+
+    L = -log p(x) + sum_i KL(q(w_i) || p(w_i)),   p(w_i) = N(0, s^2) (s = 1 by default),
+
+where the data term is averaged over a batch, so the KL sum is scaled by
+1 / num_train_examples (the usual minibatch ELBO; the paper's code divides by the
+training set size as well). Each layer adds
+`kl_weight * KL(q || p) / num_train_examples` through `add_loss` on every call,
+so Keras adds it to the compiled loss.
+
+The layers subclass TensorFlow Probability's Flipout layers (Wen et al., 2018:
+pseudo-independent weight perturbations per example, a lower-variance form of the
+reparameterisation trick used in the paper) and replace TFP's function-valued
+constructor arguments (which TFP serialises as Python bytecode) by plain numbers,
+so the layers have a JSON config and are registered for serialization.
+
+Choices where the paper is vague (following the paper's public code): posterior
+means initialised with He-normal, untransformed posterior scales with
+N(posterior_scale_init, 0.1) (sigma = softplus(.) + eps, about 1e-4 for the
+default -9), deterministic biases (point estimates, no KL term), and the KL in
+closed form (Normal-Normal).
+"""
+
+import numpy as np
+import tensorflow_probability as tfp
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.utils.validation import (
+    assert_finite,
+    check_bool,
+    check_float,
+    check_input_rank,
+    check_int,
+    invalid_argument,
+)
+
+__all__ = ["FlipoutDense", "FlipoutConv2D"]
+
+tfd = tfp.distributions
+_layers_util = tfp.layers.util
+
+
+def _normal_prior_fn(scale):
+    """Prior factory for TFP's variational layers: independent N(0, scale^2) per weight."""
+
+    def prior_fn(dtype, shape, name, trainable, add_variable_fn):
+        del name, trainable, add_variable_fn  # The prior has no variables.
+        np_dtype = dtype.as_numpy_dtype
+        dist = tfd.Normal(loc=np.zeros(shape, np_dtype), scale=np_dtype(scale))
+        return tfd.Independent(dist, reinterpreted_batch_ndims=len(shape))
+
+    return prior_fn
+
+
+def _posterior_fn(loc_initializer, scale_init):
+    return _layers_util.default_mean_field_normal_fn(
+        loc_initializer=loc_initializer,
+        untransformed_scale_initializer=keras.initializers.RandomNormal(mean=scale_init,
+                                                                        stddev=0.1))
+
+
+def _bias_posterior_fn():
+    return _layers_util.default_mean_field_normal_fn(
+        is_singular=True, loc_initializer=keras.initializers.Zeros())
+
+
+class _FlipoutMixin:
+    """KL through add_loss, a posterior-mean path, argument checks and the config."""
+
+    def _init_bayesian(self, num_train_examples, kl_weight, prior_scale, posterior_scale_init,
+                       kernel_loc_initializer, check_finite):
+        self.num_train_examples = check_int("num_train_examples", num_train_examples, low=1)
+        self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
+        self.prior_scale = check_float("prior_scale", prior_scale, low=0.0, low_inclusive=False)
+        self.posterior_scale_init = check_float("posterior_scale_init", posterior_scale_init)
+        self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
+        self.check_finite = check_bool("check_finite", check_finite)
+        return dict(
+            kernel_posterior_fn=_posterior_fn(self.kernel_loc_initializer, self.posterior_scale_init),
+            kernel_prior_fn=_normal_prior_fn(self.prior_scale),
+            kernel_divergence_fn=None,  # Added in `call`, every call (see `kl_divergence`).
+            bias_posterior_fn=_bias_posterior_fn(),
+            bias_prior_fn=None,
+            bias_divergence_fn=None,
+        )
+
+    def kl_divergence(self):
+        """kl_weight * KL(q(kernel) || N(0, prior_scale^2)) / num_train_examples (Eq. 2)."""
+        kl = tfd.kl_divergence(self.kernel_posterior, self.kernel_prior)
+        return kl * (self.kl_weight / float(self.num_train_examples))
+
+    def posterior_stddev(self):
+        """The kernel posterior's standard deviations sigma (same shape as the kernel)."""
+        return self.kernel_posterior.distribution.stddev()
+
+    def call(self, inputs, use_mean=False):
+        inputs = tf.cast(inputs, self.dtype)
+        if self.check_finite:
+            with tf.control_dependencies([assert_finite(inputs, self.name)]):
+                inputs = tf.identity(inputs)
+        if use_mean:
+            outputs = self._apply_kernel(inputs, self.kernel_posterior.distribution.loc)
+            if self.bias_posterior is not None:
+                outputs = tf.nn.bias_add(outputs, self.bias_posterior.distribution.loc)
+        else:
+            outputs = self._apply_variational_kernel(inputs)
+            outputs = self._apply_variational_bias(outputs)
+        if self.activation is not None:
+            outputs = self.activation(outputs)
+        self.add_loss(self.kl_divergence())
+        return outputs
+
+    def _bayesian_config(self):
+        return {
+            "activation": keras.activations.serialize(self.activation) if self.activation else None,
+            "use_bias": self.use_bias,
+            "num_train_examples": self.num_train_examples,
+            "kl_weight": self.kl_weight,
+            "prior_scale": self.prior_scale,
+            "posterior_scale_init": self.posterior_scale_init,
+            "kernel_loc_initializer": keras.initializers.serialize(self.kernel_loc_initializer),
+            "check_finite": self.check_finite,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["kernel_loc_initializer"] = keras.initializers.deserialize(
+            config["kernel_loc_initializer"])
+        if config.get("activation") is not None:
+            config["activation"] = keras.activations.deserialize(config["activation"])
+        return cls(**config)
+
+
+@register_serializable
+class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
+    """Bayesian Dense layer (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
+
+    y = x W + b with W ~ q(W) = N(mu, sigma^2) (mean field), sampled with Flipout
+    on every call; b is a point estimate. Each call adds
+    `kl_weight * KL(q(W) || N(0, prior_scale^2)) / num_train_examples` via `add_loss`.
+
+    Args:
+      units: output features.
+      activation: Keras activation identifier or None.
+      use_bias: add a (deterministic) bias.
+      num_train_examples: N, the size of the training set; the KL is divided by it.
+      kl_weight: extra multiplier on the KL (1 = Eq. 2; 0 disables the KL term).
+      prior_scale: standard deviation s of the N(0, s^2) prior (Eq. 2 uses 1).
+      posterior_scale_init: mean of the initial untransformed scale (sigma = softplus).
+      kernel_loc_initializer: initializer of the posterior means.
+      check_finite: assert finite inputs (NaN/Inf -> InvalidArgumentError).
+      seed: seed for the Flipout perturbations (None: global seed).
+
+    Call arguments:
+      inputs: float tensor [batch, ..., in_features].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, ..., in_features)`, rank >= 2.
+
+    Output shape:
+      `(batch, ..., units)`, float32.
+    """
+
+    def __init__(self, units, activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
+                 prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
+                 check_finite=True, seed=None, **kwargs):
+        units = check_int("units", units, low=1)
+        use_bias = check_bool("use_bias", use_bias)
+        seed = check_int("seed", seed, allow_none=True)
+        fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
+                                  kernel_loc_initializer, check_finite)
+        if not use_bias:
+            fns["bias_posterior_fn"] = None
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
+        super().__init__(units, activation=keras.activations.get(activation), seed=seed, **fns,
+                         **kwargs)
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        check_input_rank(self.name, input_shape, min_rank=2)
+        if input_shape[-1] is None:
+            raise ValueError("The last dimension of the input of layer `{}` must be defined. "
+                             "Received: input_shape={}".format(self.name, input_shape))
+        super().build(input_shape)
+
+    def _apply_kernel(self, inputs, kernel):
+        return tf.matmul(inputs, kernel) if inputs.shape.rank == 2 else tf.tensordot(
+            inputs, kernel, [[inputs.shape.rank - 1], [0]])
+
+    def get_config(self):
+        config = keras.layers.Layer.get_config(self)
+        config["units"] = self.units
+        config.update(self._bayesian_config())
+        return config
+
+
+@register_serializable
+class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
+    """Bayesian 2-D convolution (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
+
+    Same posterior, prior and KL as `FlipoutDense`, for a convolution kernel of
+    shape (kh, kw, in_channels, filters). Channels-last only.
+
+    Args:
+      filters: output channels.
+      kernel_size: int or pair of ints.
+      strides: int or pair of ints.
+      padding: "valid" or "same".
+      dilation_rate: int or pair of ints.
+      activation, use_bias, num_train_examples, kl_weight, prior_scale,
+      posterior_scale_init, kernel_loc_initializer, check_finite, seed: as for
+        `FlipoutDense`.
+
+    Call arguments:
+      inputs: float tensor [batch, height, width, channels].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, height, width, channels)` with defined channels.
+
+    Output shape:
+      `(batch, new_height, new_width, filters)`, float32.
+    """
+
+    def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
+                 activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
+                 prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
+                 check_finite=True, seed=None, **kwargs):
+        filters = check_int("filters", filters, low=1)
+        kernel_size = _pair("kernel_size", kernel_size)
+        strides = _pair("strides", strides)
+        dilation_rate = _pair("dilation_rate", dilation_rate)
+        if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
+            raise invalid_argument("padding", "one of 'valid', 'same'", padding)
+        use_bias = check_bool("use_bias", use_bias)
+        seed = check_int("seed", seed, allow_none=True)
+        fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
+                                  kernel_loc_initializer, check_finite)
+        if not use_bias:
+            fns["bias_posterior_fn"] = None
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
+        super().__init__(filters, kernel_size, strides=strides, padding=padding.lower(),
+                         dilation_rate=dilation_rate, activation=keras.activations.get(activation),
+                         seed=seed, **fns, **kwargs)
+        self.use_bias = use_bias
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        check_input_rank(self.name, input_shape, rank=4)
+        if input_shape[-1] is None:
+            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
+                             "Received: input_shape={}".format(self.name, input_shape))
+        super().build(input_shape)
+
+    def _apply_kernel(self, inputs, kernel):
+        return self._convolution_op(inputs, kernel)
+
+    def get_config(self):
+        config = keras.layers.Layer.get_config(self)
+        config.update({
+            "filters": self.filters,
+            "kernel_size": list(self.kernel_size),
+            "strides": list(self.strides),
+            "padding": self.padding,
+            "dilation_rate": list(self.dilation_rate),
+        })
+        config.update(self._bayesian_config())
+        return config
+
+
+def _pair(name, value):
+    if isinstance(value, bool):
+        raise invalid_argument(name, "a positive int or a pair of positive ints", value, TypeError)
+    if isinstance(value, int):
+        value = (value, value)
+    try:
+        value = tuple(value)
+    except TypeError:
+        raise invalid_argument(name, "a positive int or a pair of positive ints", value,
+                               TypeError) from None
+    if len(value) != 2 or any(isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1
+                              for v in value):
+        raise invalid_argument(name, "a positive int or a pair of positive ints", value)
+    return tuple(int(v) for v in value)

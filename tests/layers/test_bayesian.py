@@ -1,0 +1,168 @@
+"""Flipout layers: contract, closed-form KL (Eq. 2), 1/N scaling, Monte Carlo moments."""
+
+import numpy as np
+import pytest
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
+from keras_efficient.testing import run_layer_test
+
+
+def _softplus(x):
+    return np.log1p(np.exp(x))
+
+
+def _kl_normal_vs_prior(mu, sigma, prior_scale):
+    """Closed form KL(N(mu, sigma^2) || N(0, s^2)), summed over all weights (float64)."""
+    mu, sigma = np.asarray(mu, np.float64), np.asarray(sigma, np.float64)
+    s = float(prior_scale)
+    return np.sum(np.log(s / sigma) + (sigma ** 2 + mu ** 2) / (2 * s ** 2) - 0.5)
+
+
+# The harness compares outputs across round trips, so it calls the layers with
+# use_mean=True (posterior means: deterministic). Sampling is tested below.
+def test_flipout_dense_contract():
+    run_layer_test(
+        FlipoutDense, {"units": 3, "num_train_examples": 100, "activation": "relu"},
+        input_shape=(4, 5), call_kwargs={"use_mean": True},
+        expected_output_shape=(4, 3), expected_output_dtype="float32",
+        expected_num_trainable_weights=3, expected_num_non_trainable_weights=0,
+        expected_num_losses=1, expected_mixed_precision_output_dtype="float32",
+        supports_jit=True, expect_nan_error=True)
+
+
+def test_flipout_conv2d_contract():
+    run_layer_test(
+        FlipoutConv2D, {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same",
+                        "num_train_examples": 100},
+        input_shape=(2, 8, 8, 3), call_kwargs={"use_mean": True},
+        expected_output_shape=(2, 4, 4, 4), expected_output_dtype="float32",
+        expected_num_trainable_weights=3, expected_num_losses=1,
+        expected_mixed_precision_output_dtype="float32", supports_jit=True,
+        expect_nan_error=True)
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", [
+    (FlipoutDense, {"units": 4}, (3, 6)),
+    (FlipoutConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2)),
+])
+@pytest.mark.parametrize("prior_scale,n", [(1.0, 1), (1.0, 250), (0.5, 40)])
+def test_kl_matches_closed_form(cls, kwargs, shape, prior_scale, n):
+    rng = np.random.default_rng(0)
+    layer = cls(num_train_examples=n, prior_scale=prior_scale, **kwargs)
+    layer(rng.standard_normal(shape).astype(np.float32))
+    loc = layer.kernel_posterior.distribution.loc
+    kernel_shape = tuple(loc.shape)
+    mu = rng.normal(0.0, 0.7, kernel_shape).astype(np.float32)
+    raw = rng.normal(-1.0, 0.5, kernel_shape).astype(np.float32)
+    for var in layer.trainable_weights:
+        if "kernel_posterior_loc" in var.name:
+            var.assign(mu)
+        elif "untransformed_scale" in var.name:
+            var.assign(raw)
+    # TFP's mean-field posterior: sigma = softplus(raw) + float32 eps.
+    sigma = _softplus(raw.astype(np.float64)) + np.finfo(np.float32).eps
+    expected = _kl_normal_vs_prior(mu, sigma, prior_scale) / n
+    layer(rng.standard_normal(shape).astype(np.float32))
+    assert len(layer.losses) == 1
+    np.testing.assert_allclose(layer.losses[0].numpy(), expected, rtol=1e-5)
+    np.testing.assert_allclose(layer.kl_divergence().numpy(), expected, rtol=1e-5)
+
+
+def test_kl_weight_scales_and_zero_disables():
+    x = np.ones((2, 3), np.float32)
+    a = FlipoutDense(2, num_train_examples=10, seed=1, kernel_loc_initializer="ones")
+    b = FlipoutDense(2, num_train_examples=10, kl_weight=0.25, seed=1, kernel_loc_initializer="ones")
+    c = FlipoutDense(2, num_train_examples=10, kl_weight=0.0)
+    for layer in (a, b, c):
+        layer(x)
+    b.set_weights(a.get_weights())
+    b(x)
+    np.testing.assert_allclose(b.losses[0].numpy(), 0.25 * a.losses[0].numpy(), rtol=1e-6)
+    assert c.losses[0].numpy() == 0.0
+
+
+def test_model_losses_collect_kl_of_every_layer():
+    inputs = keras.Input((6, 6, 2))
+    h = FlipoutConv2D(3, 3, num_train_examples=20, name="c")(inputs)
+    h = keras.layers.Flatten()(h)
+    out = FlipoutDense(2, num_train_examples=20, name="d")(h)
+    model = keras.Model(inputs, out)
+    model(np.zeros((2, 6, 6, 2), np.float32))
+    expected = 0.0
+    for name in ("c", "d"):
+        layer = model.get_layer(name)
+        mu = layer.kernel_posterior.distribution.loc.numpy()
+        raw = [w.numpy() for w in layer.weights if "untransformed_scale" in w.name][0]
+        expected += _kl_normal_vs_prior(mu, _softplus(raw.astype(np.float64)) + 1.2e-7, 1.0) / 20
+    np.testing.assert_allclose(float(tf.add_n(model.losses)), expected, rtol=1e-4)
+
+
+def test_samples_differ_and_mean_path_is_deterministic():
+    layer = FlipoutDense(3, posterior_scale_init=-1.0)
+    x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
+    a, b = layer(x).numpy(), layer(x).numpy()
+    assert not np.allclose(a, b)
+    np.testing.assert_array_equal(layer(x, use_mean=True).numpy(), layer(x, use_mean=True).numpy())
+
+
+def test_flipout_output_moments_monte_carlo():
+    """E[y_k] = sum_j x_j mu_jk + b_k and Var[y_k] = sum_j x_j^2 sigma_jk^2 (mean-field)."""
+    rng = np.random.default_rng(5)
+    layer = FlipoutDense(2, posterior_scale_init=0.0)
+    x1 = rng.standard_normal((1, 4)).astype(np.float32)
+    layer(x1)
+    mu = rng.normal(0, 1, (4, 2)).astype(np.float32)
+    raw = rng.normal(-0.5, 0.3, (4, 2)).astype(np.float32)
+    layer.set_weights([mu, raw, np.array([0.3, -0.2], np.float32)])
+    # Every call draws a new weight perturbation shared by the batch (Flipout only
+    # decorrelates it by sign flips), so draws are pooled over many calls.
+    calls, rows = 1500, 4
+    batch = np.repeat(x1, rows, axis=0)
+    draw = tf.function(lambda b: layer(b))  # stateful random ops: a new draw per call
+    ys = np.concatenate([draw(batch).numpy() for _ in range(calls)]).astype(np.float64)
+    sigma = _softplus(raw.astype(np.float64))
+    mean = (x1.astype(np.float64) @ mu + np.array([0.3, -0.2]))[0]
+    var = ((x1.astype(np.float64) ** 2) @ sigma ** 2)[0]
+    # Tolerance: 5 standard errors, conservatively counting one independent draw per call.
+    np.testing.assert_array_less(np.abs(ys.mean(0) - mean), 5 * np.sqrt(var / calls))
+    np.testing.assert_array_less(np.abs(ys.var(0) - var), 5 * var * np.sqrt(2.0 / (calls - 1)))
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"units": 0}, ValueError, "units"),
+    ({"units": 2.5}, TypeError, "units"),
+    ({"units": None}, TypeError, "units"),
+    ({"units": 2, "num_train_examples": 0}, ValueError, "num_train_examples"),
+    ({"units": 2, "num_train_examples": 10.0}, TypeError, "num_train_examples"),
+    ({"units": 2, "kl_weight": -1.0}, ValueError, "kl_weight"),
+    ({"units": 2, "kl_weight": "1"}, TypeError, "kl_weight"),
+    ({"units": 2, "prior_scale": 0.0}, ValueError, "prior_scale"),
+    ({"units": 2, "prior_scale": -1.0}, ValueError, "prior_scale"),
+    ({"units": 2, "posterior_scale_init": None}, TypeError, "posterior_scale_init"),
+    ({"units": 2, "use_bias": 1}, TypeError, "use_bias"),
+])
+def test_dense_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FlipoutDense(**kwargs)
+
+
+@pytest.mark.parametrize("kwargs,error,match", [
+    ({"filters": 0, "kernel_size": 3}, ValueError, "filters"),
+    ({"filters": 2, "kernel_size": 0}, ValueError, "kernel_size"),
+    ({"filters": 2, "kernel_size": (3, 3, 3)}, ValueError, "kernel_size"),
+    ({"filters": 2, "kernel_size": "3"}, ValueError, "kernel_size"),
+    ({"filters": 2, "kernel_size": 3, "strides": -1}, ValueError, "strides"),
+    ({"filters": 2, "kernel_size": 3, "padding": "full"}, ValueError, "padding"),
+    ({"filters": 2, "kernel_size": 3, "prior_scale": 0}, ValueError, "prior_scale"),
+])
+def test_conv_bad_arguments(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        FlipoutConv2D(**kwargs)
+
+
+def test_bad_input_rank():
+    with pytest.raises(ValueError, match="ndim=4"):
+        FlipoutConv2D(2, 3)(np.zeros((2, 5, 5), np.float32))
+    with pytest.raises(ValueError, match="min_ndim=2"):
+        FlipoutDense(2)(np.zeros((5,), np.float32))
