@@ -4,6 +4,10 @@ Each layer is registered for serialization under the `keras_efficient` package.
 """
 
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
+from keras_efficient.layers.conformer import ConformerBlock
+from keras_efficient.layers.conformer_attention import ConformerSelfAttention
+from keras_efficient.layers.conformer_conv import ConformerConvolution
+from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
@@ -12,10 +16,14 @@ from keras_efficient.layers.random_projection import RandomProjection
 from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 
 __all__ = [
-    "VariationalHead",
     "BottleneckDecoder",
+    "VariationalHead",
     "RandomProjection",
     "AdaptiveDropout",
+    "ConformerBlock",
+    "ConformerConvolution",
+    "ConformerFeedForward",
+    "ConformerSelfAttention",
     "GaussianMixtureClassifier",
     "FlipoutConv2D",
     "FlipoutDense",

@@ -1,0 +1,111 @@
+"""Conformer multi-head self-attention with per-head query and value ADLs (Eqs. 9-10)."""
+
+import math
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.utils.validation import check_float, check_int
+
+__all__ = ["ConformerSelfAttention"]
+
+
+@register_serializable
+class ConformerSelfAttention(keras.layers.Layer):
+    """Multi-head self-attention with ADL masks on the per-head queries and values.
+
+        q_t^(h) = (b_Q^(h) + W_Q^(h) x_t) * m_Q^(h)
+        s_{t,t'}^(h) = q_t^(h) . (b_K^(h) + W_K^(h) x_t') / sqrt(head_dim)       (Eq. 9)
+        y_t = b_O + sum_h W_O^(h) sum_t' softmax_t'(s^(h))_{t,t'}
+                                   (m_V^(h) * (b_V^(h) + W_V^(h) x_t'))           (Eq. 10)
+
+    x is the LayerNorm of the input; the output passes an ordinary dropout; the
+    residual is added by the block. The query and value masks are two separate
+    AdaptiveDropout layers with `unit_axes=(-2, -1)` on `[batch, time, heads,
+    head_dim]`, so every head has its own mask vector. The 1/sqrt(head_dim)
+    scale uses the unpruned head_dim and is kept after pruning. Absolute
+    (no relative) positions: the module has no positional encoding, the
+    convolution module supplies the order information.
+
+    Args:
+      model_dim: input and output width D.
+      num_heads: H; head_dim = model_dim // num_heads.
+      dropout_rate: ordinary dropout rate on the module output.
+      adaptive: insert the query and value AdaptiveDropout sites.
+      schedule, alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+
+    Call arguments:
+      inputs: [batch, time, model_dim].
+      training: Python bool.
+
+    Input shape:
+      `[batch, time, model_dim]`.
+
+    Output shape:
+      `[batch, time, model_dim]`.
+    """
+
+    def __init__(self, model_dim, num_heads, dropout_rate=0.1, adaptive=True, schedule=None,
+                 alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = check_int("model_dim", model_dim, low=1)
+        self.num_heads = check_int("num_heads", num_heads, low=1)
+        if self.model_dim % self.num_heads:
+            raise ValueError("Invalid value received for argument `num_heads`. Expected a divisor "
+                             "of model_dim={}. Received: num_heads={}".format(model_dim, num_heads))
+        self.head_dim = self.model_dim // self.num_heads
+        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
+                                        high_inclusive=False)
+        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
+                                          seed)
+        heads = (self.num_heads, self.head_dim)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.query = keras.layers.EinsumDense("btd,dhk->bthk", (None,) + heads, bias_axes="hk",
+                                              name="query")
+        self.key = keras.layers.EinsumDense("btd,dhk->bthk", (None,) + heads, bias_axes="hk",
+                                            name="key")
+        self.value = keras.layers.EinsumDense("btd,dhk->bthk", (None,) + heads, bias_axes="hk",
+                                              name="value")
+        self.output_dense = keras.layers.EinsumDense("bthk,hkd->btd", (None, self.model_dim),
+                                                     bias_axes="d", name="output")
+        self.query_dropout = self._settings.make("adl_query", unit_axes=(-2, -1), seed_offset=1)
+        self.value_dropout = self._settings.make("adl_value", unit_axes=(-2, -1), seed_offset=2)
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+
+    @property
+    def adaptive(self):
+        return self._settings.adaptive
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        check_sequence_input(self.name, input_shape, self.model_dim)
+        self.norm.build(input_shape)
+        for dense in (self.query, self.key, self.value):
+            dense.build(input_shape)
+        heads = input_shape[:-1].concatenate([self.num_heads, self.head_dim])
+        for adl in (self.query_dropout, self.value_dropout):
+            if adl is not None:
+                adl.build(heads)
+        self.output_dense.build(heads)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        x = self.norm(inputs)
+        q, k, v = self.query(x), self.key(x), self.value(x)
+        if self.query_dropout is not None:
+            q = self.query_dropout(q, training=training)
+            v = self.value_dropout(v, training=training)
+        scores = tf.einsum("bthk,bshk->bhts", q, k)
+        scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_dim))
+        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        context = tf.einsum("bhts,bshk->bthk", weights, v)
+        return self.dropout(self.output_dense(context), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"model_dim": self.model_dim, "num_heads": self.num_heads,
+                       "dropout_rate": self.dropout_rate})
+        config.update(self._settings.config())
+        return config

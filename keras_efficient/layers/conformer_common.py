@@ -1,0 +1,54 @@
+"""Argument handling shared by the Conformer modules (no public names)."""
+
+from keras_efficient.backend import keras
+from keras_efficient.layers.adaptive_dropout import AdaptiveDropout, _resolve_schedule
+from keras_efficient.utils.validation import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_input_rank,
+    check_int,
+)
+
+__all__ = []
+
+
+class AdaptiveSettings:
+    """The `AdaptiveDropout` arguments a Conformer module passes to its ADL sites."""
+
+    def __init__(self, adaptive, schedule, alpha, gamma, threshold, inference, seed):
+        self.adaptive = check_bool("adaptive", adaptive)
+        self.schedule = _resolve_schedule(schedule)
+        self.alpha = check_float("alpha", alpha, low=0.0, low_inclusive=False)
+        self.gamma = check_float("gamma", gamma, low=0.0, low_inclusive=False)
+        self.threshold = check_float("threshold", threshold, allow_none=True)
+        self.inference = check_choice("inference", inference, ("hard", "expected"))
+        self.seed = check_int("seed", seed, allow_none=True)
+
+    def make(self, name, unit_axes=(-1,), seed_offset=0):
+        """A new AdaptiveDropout, or None when the module is not adaptive."""
+        if not self.adaptive:
+            return None
+        seed = None if self.seed is None else self.seed + seed_offset
+        return AdaptiveDropout(schedule=self.schedule, alpha=self.alpha, gamma=self.gamma,
+                               threshold=self.threshold, unit_axes=unit_axes,
+                               inference=self.inference, seed=seed, name=name)
+
+    def config(self):
+        return {
+            "adaptive": self.adaptive,
+            "schedule": keras.utils.serialize_keras_object(self.schedule),
+            "alpha": self.alpha,
+            "gamma": self.gamma,
+            "threshold": self.threshold,
+            "inference": self.inference,
+            "seed": self.seed,
+        }
+
+
+def check_sequence_input(layer_name, input_shape, model_dim):
+    """[batch, time, model_dim] with a known last dimension equal to `model_dim`."""
+    check_input_rank(layer_name, input_shape, rank=3)
+    if input_shape[-1] != model_dim:
+        raise ValueError("Input 0 of layer `{}` must have {} channels (model_dim). Received: "
+                         "input_shape={}".format(layer_name, model_dim, input_shape))

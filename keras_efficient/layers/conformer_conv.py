@@ -1,0 +1,105 @@
+"""The Conformer convolution (LConv) module with an adaptive-dropout site (Eq. 11)."""
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.utils.validation import check_float, check_int
+
+__all__ = ["ConformerConvolution"]
+
+
+@register_serializable
+class ConformerConvolution(keras.layers.Layer):
+    """Conformer LConv module with an ADL on the GLU output.
+
+        [a, g] = W [LayerNorm(x)] + b               (W = [W_I; W_G], one Dense of 2C units)
+        z      = a * sigmoid(g) * m                 (Eq. 11, GLU with a sigmoid gate)
+        z'     = depthwise_conv(z)                  (kernel w_d per channel, no bias)
+        y      = Dropout(b_O + W_O swish(BatchNorm(z')))    (Eq. 12)
+
+    The paper's Eq. (11) writes the gate without a sigmoid; we keep the
+    standard Conformer GLU (sigmoid gate), which leaves the pruning argument
+    unchanged: if m_d is always 0, channel d of W_I, W_G, b_I, b_G, the
+    depthwise kernel and the BatchNorm parameters, and row d of W_O, can be
+    removed. The BatchNorm is per channel (not a LayerNorm), so a pruned channel
+    contributes the constant swish(BatchNorm(0))_d * W_O[d], which pruning folds
+    into b_O.
+
+    Args:
+      model_dim: input and output width D.
+      kernel_size: depthwise kernel length (odd; "same" padding).
+      dropout_rate: ordinary dropout rate on the module output.
+      conv_dim: number of convolution channels C (default: model_dim).
+      adaptive: insert the AdaptiveDropout site m (unit axis: the C channels).
+      schedule, alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+
+    Call arguments:
+      inputs: [batch, time, model_dim].
+      training: Python bool.
+
+    Input shape:
+      `[batch, time, model_dim]`.
+
+    Output shape:
+      `[batch, time, model_dim]`.
+    """
+
+    def __init__(self, model_dim, kernel_size, dropout_rate=0.1, conv_dim=None, adaptive=True,
+                 schedule=None, alpha=1e-7, gamma=1e-5, threshold=None, inference="hard",
+                 seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = check_int("model_dim", model_dim, low=1)
+        self.kernel_size = check_int("kernel_size", kernel_size, low=1)
+        if self.kernel_size % 2 == 0:
+            raise ValueError("Invalid value received for argument `kernel_size`. Expected an odd "
+                             "integer. Received: kernel_size={}".format(kernel_size))
+        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
+                                        high_inclusive=False)
+        self.conv_dim = check_int("conv_dim", conv_dim, low=1, allow_none=True)
+        self.channels = self.conv_dim or self.model_dim
+        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
+                                          seed)
+        self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
+        self.pointwise_in = keras.layers.Dense(2 * self.channels, name="pointwise_in")
+        self.adaptive_dropout = self._settings.make("adl_glu", seed_offset=3)
+        self.depthwise = keras.layers.DepthwiseConv1D(self.kernel_size, padding="same",
+                                                      use_bias=False, name="depthwise")
+        self.batch_norm = keras.layers.BatchNormalization(epsilon=1e-3, name="batch_norm")
+        self.pointwise_out = keras.layers.Dense(self.model_dim, name="pointwise_out")
+        self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+
+    @property
+    def adaptive(self):
+        return self._settings.adaptive
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        check_sequence_input(self.name, input_shape, self.model_dim)
+        self.norm.build(input_shape)
+        self.pointwise_in.build(input_shape)
+        inner = input_shape[:-1].concatenate([self.channels])
+        if self.adaptive_dropout is not None:
+            self.adaptive_dropout.build(inner)
+        self.depthwise.build(inner)
+        self.batch_norm.build(inner)
+        self.pointwise_out.build(inner)
+        super().build(input_shape)
+
+    def call(self, inputs, training=None):
+        h = self.pointwise_in(self.norm(inputs))
+        a, g = tf.split(h, 2, axis=-1)
+        z = a * tf.sigmoid(g)
+        if self.adaptive_dropout is not None:
+            z = self.adaptive_dropout(z, training=training)
+        z = self.depthwise(z)
+        z = tf.nn.silu(self.batch_norm(z, training=training))
+        return self.dropout(self.pointwise_out(z), training=training)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"model_dim": self.model_dim, "kernel_size": self.kernel_size,
+                       "dropout_rate": self.dropout_rate, "conv_dim": self.conv_dim})
+        config.update(self._settings.config())
+        return config
