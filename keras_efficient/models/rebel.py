@@ -1,0 +1,270 @@
+"""ReBEL: regularised bottleneck with early labeling (Castellano et al., 2022, Sec. III-IV)."""
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
+from keras_efficient.layers.random_projection import RandomProjection
+from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
+from keras_efficient.losses.early_classification import early_classification_nll
+from keras_efficient.losses.mixture_kl import check_labels, mixture_kl_divergence
+from keras_efficient.utils.validation import check_choice, check_float, check_int, invalid_argument
+
+__all__ = ["ReBEL", "split_functional_model"]
+
+
+def split_functional_model(model, split_layer):
+    """Splits a functional model after layer `split_layer` into (head H, tail T).
+
+    H maps the model inputs to the output of `split_layer`; T is rebuilt on a
+    fresh `keras.Input` of that shape by replaying every later layer (the layers,
+    and so the weights, are shared with `model`). T ∘ H computes `model`.
+    Requires that no layer after the split reads a tensor from before it.
+    """
+    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+        raise invalid_argument("model", "a functional keras.Model", model, TypeError)
+    names = [layer.name for layer in model.layers]
+    if split_layer not in names:
+        raise invalid_argument("split_layer", "one of the model's layer names ({})".format(
+            ", ".join(names)), split_layer)
+    split = model.get_layer(split_layer)
+    if len(split._inbound_nodes) != 1:
+        raise invalid_argument("split_layer", "a layer called once in the model", split_layer)
+    split_out = split.output
+    head = keras.Model(model.inputs, split_out, name=model.name + "_head")
+    tail_in = keras.Input(shape=split_out.shape[1:], dtype=split_out.dtype, name="bottleneck")
+    mapping = {id(split_out): tail_in}
+    position = names.index(split_layer)
+    for layer in model.layers[position + 1:]:
+        for node in layer._inbound_nodes:
+            inputs = node.input_tensors
+            flat = tf.nest.flatten(inputs)
+            if not all(id(t) in mapping for t in flat):
+                if any(id(t) in mapping for t in flat):
+                    raise ValueError("Layer `{}` after the split reads a tensor from before `{}`; "
+                                     "the model cannot be split there.".format(layer.name,
+                                                                                split_layer))
+                continue
+            args = tf.nest.map_structure(lambda t: mapping[id(t)], inputs)
+            outputs = layer(args, **(node.call_kwargs or {}))
+            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
+                mapping[id(old)] = new
+    missing = [t for t in model.outputs if id(t) not in mapping]
+    if missing:
+        raise ValueError("The model's outputs do not depend on `{}` only; cannot split there.".format(
+            split_layer))
+    tail = keras.Model(tail_in, [mapping[id(t)] for t in model.outputs] if len(model.outputs) > 1
+                       else mapping[id(model.outputs[0])], name=model.name + "_tail")
+    return head, tail
+
+
+@register_serializable
+class ReBEL(keras.Model):
+    """Teacher split into H and T, with Head₁ → z → (Head₂ → T) and an early classifier on z.
+
+    Trains, with a standard `fit(images, labels)`, the loss of Eq. (5)
+
+        L = α·L_M + β·L_R + γ·L_C
+
+    L_M: mimic loss ‖Head₂(z) − H(x)‖² (Eq. 1) against the frozen teacher head H;
+    L_R: the mixture KL of Eq. (3) between N(μ(x), diag σ(x)) (projected when a
+    random projection is used, footnote 2) and the classifier's components of the
+    label; L_C: −log γ_{l(x)}(z) (Eq. 4). Each term is averaged over the global
+    batch (Eq. 5 sums; the ratio of the terms is unchanged) and reported as a
+    metric (`mimic_loss`, `regularization_loss`, `early_classification_loss`),
+    with `local_accuracy` (early classifier) and `remote_accuracy` (Head₂ + T).
+    The teacher head and the tail are frozen. The loss is composed in
+    `compute_loss`, so the stock `train_step`/`test_step` (and any distribution
+    strategy) apply unchanged.
+
+    Second stage (Sec. IV-D): `set_stage("tail")` freezes Head₁, Head₂ and the
+    classifier, unfreezes T and trains it with cross-entropy on T's logits; call
+    `compile` again after switching stages.
+
+    Args:
+      teacher_head: H, a model mapping images to the intermediate tensor v.
+      tail: T, a model mapping v to class logits.
+      num_classes: C.
+      head_filters, latent_channels, head_strides: `VariationalHead` settings.
+      decoder_filters: `BottleneckDecoder` (Head₂) hidden channels.
+      classifier: "gmc" (GaussianMixtureClassifier) or "linear" (Dense + log-softmax).
+      components_per_class, covariance: GMC settings.
+      projection_dim: if set, a `RandomProjection` to this size precedes the classifier.
+      projection_seed: its seed.
+      alpha, beta, gamma: loss weights of Eq. (5) (paper: 1, 0.001, 0.1). β must be
+        0 for the linear classifier (it has no mixture prior).
+
+    Call arguments:
+      inputs: images. training: sample z and run in training mode.
+
+    Returns (call):
+      dict with `log_probs` (batch, C) of the early classifier, `logits` (batch, C)
+      of the server path, `z`, `mean`, `variance` (bottleneck tensors) and
+      `reconstruction` (Head₂ output v').
+    """
+
+    def __init__(self, teacher_head, tail, num_classes, head_filters=(64, 64, 64),
+                 latent_channels=3, head_strides=None, decoder_filters=(64, 64, 64),
+                 classifier="gmc", components_per_class=8, covariance="diag",
+                 projection_dim=None, projection_seed=0, alpha=1.0, beta=0.001, gamma=0.1,
+                 **kwargs):
+        super().__init__(**kwargs)
+        if not isinstance(teacher_head, keras.Model):
+            raise invalid_argument("teacher_head", "a keras.Model", teacher_head, TypeError)
+        if not isinstance(tail, keras.Model):
+            raise invalid_argument("tail", "a keras.Model", tail, TypeError)
+        self.num_classes = check_int("num_classes", num_classes, low=1)
+        self.classifier_type = check_choice("classifier", classifier, ("gmc", "linear"))
+        self.components_per_class = check_int("components_per_class", components_per_class, low=1)
+        self.covariance = check_choice("covariance", covariance, ("full", "diag"))
+        self.projection_dim = check_int("projection_dim", projection_dim, low=1, allow_none=True)
+        self.projection_seed = check_int("projection_seed", projection_seed, low=0)
+        self.alpha = check_float("alpha", alpha, low=0.0)
+        self.beta = check_float("beta", beta, low=0.0)
+        self.gamma = check_float("gamma", gamma, low=0.0)
+        if self.classifier_type == "linear" and self.beta:
+            raise invalid_argument("beta", "0 for classifier='linear' (no mixture prior)", beta)
+        v_shape = teacher_head.output_shape
+        if not isinstance(v_shape, tuple) or len(v_shape) != 4:
+            raise invalid_argument("teacher_head", "a model with one (batch, H, W, C) output",
+                                   teacher_head)
+        in_shape = teacher_head.input_shape
+        if head_strides is None:
+            # Reach the teacher's spatial size at the bottleneck with the first convolution.
+            factor = max(1, int(in_shape[1]) // int(v_shape[1]))
+            head_strides = (factor,) + (1,) * (len(tuple(head_filters)) - 1)
+        self.teacher_head = teacher_head
+        self.teacher_head.trainable = False
+        self.tail = tail
+        self.tail.trainable = False
+        self.head1 = VariationalHead(head_filters, latent_channels, strides=head_strides,
+                                     name="head1")
+        self.head2 = BottleneckDecoder(tuple(int(s) for s in v_shape[1:]), decoder_filters,
+                                       name="head2")
+        self.flatten = keras.layers.Flatten(name="flatten_z")
+        self.projection = (RandomProjection(self.projection_dim, self.projection_seed,
+                                            name="projection") if self.projection_dim else None)
+        if self.classifier_type == "gmc":
+            self.classifier = GaussianMixtureClassifier(
+                self.num_classes, self.components_per_class, self.covariance, name="classifier")
+        else:
+            self.classifier = keras.layers.Dense(self.num_classes, dtype="float32",
+                                                 name="classifier")
+        self._config = {
+            "num_classes": num_classes, "head_filters": list(head_filters),
+            "latent_channels": latent_channels, "head_strides": list(head_strides),
+            "decoder_filters": list(decoder_filters), "classifier": classifier,
+            "components_per_class": components_per_class, "covariance": covariance,
+            "projection_dim": projection_dim, "projection_seed": projection_seed,
+            "alpha": alpha, "beta": beta, "gamma": gamma,
+        }
+        self.stage = "bottleneck"
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in (
+            "loss", "mimic_loss", "regularization_loss", "early_classification_loss")}
+        self._accuracy = {name: keras.metrics.SparseCategoricalAccuracy(name=name)
+                          for name in ("local_accuracy", "remote_accuracy")}
+
+    # -- pieces ---------------------------------------------------------------------------
+
+    def early_log_probs(self, z):
+        """Early classifier on a spatial bottleneck z: (batch, C) log γ(z)."""
+        features = self.flatten(z)
+        if self.projection is not None:
+            features = self.projection(features)
+        out = self.classifier(features)
+        if self.classifier_type == "linear":
+            out = tf.nn.log_softmax(tf.cast(out, tf.float32))
+        return out
+
+    def embed(self, images, project=True):
+        """The flattened (and, if configured and `project`, projected) μ(x)."""
+        _, mean, _ = self.head1(images, training=False)
+        features = self.flatten(mean)
+        if project and self.projection is not None:
+            features = self.projection(features)
+        return features
+
+    def call(self, inputs, training=None):
+        z, mean, variance = self.head1(inputs, training=training)
+        reconstruction = self.head2(z)
+        logits = self.tail(reconstruction, training=training)
+        return {"log_probs": self.early_log_probs(z), "logits": tf.cast(logits, tf.float32),
+                "z": z, "mean": mean, "variance": variance, "reconstruction": reconstruction}
+
+    # -- training -------------------------------------------------------------------------
+
+    def set_stage(self, stage):
+        """"bottleneck" (Eq. 5, tail frozen) or "tail" (Sec. IV-D fine-tuning). Recompile after."""
+        self.stage = check_choice("stage", stage, ("bottleneck", "tail"))
+        tail_stage = self.stage == "tail"
+        self.tail.trainable = tail_stage
+        for layer in (self.head1, self.head2, self.classifier):
+            layer.trainable = not tail_stage
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        if y is None:
+            raise ValueError("ReBEL needs integer labels: call fit(images, labels).")
+        labels = check_labels(y, self.num_classes)
+        if self.stage == "tail":
+            per_sample = keras.losses.sparse_categorical_crossentropy(
+                labels, y_pred["logits"], from_logits=True)
+            loss = tf.nn.compute_average_loss(per_sample)
+            self._trackers["loss"].update_state(tf.reduce_mean(per_sample))
+        else:
+            teacher = tf.cast(self.teacher_head(x, training=False), tf.float32)
+            diff = tf.square(tf.cast(y_pred["reconstruction"], tf.float32) - teacher)
+            mimic = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=-1)
+            nll = early_classification_nll(labels, y_pred["log_probs"])
+            total = self.alpha * mimic + self.gamma * nll
+            terms = {"mimic_loss": mimic, "early_classification_loss": nll}
+            if self.beta:
+                kl = mixture_kl_divergence(self.flatten(y_pred["mean"]),
+                                           self.flatten(y_pred["variance"]), labels,
+                                           self.classifier, projection=self.projection)
+                total = total + self.beta * kl
+                terms["regularization_loss"] = kl
+            for name, value in terms.items():
+                self._trackers[name].update_state(tf.reduce_mean(value))
+            self._trackers["loss"].update_state(tf.reduce_mean(total))
+            loss = tf.nn.compute_average_loss(total)
+        if self.losses:
+            loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
+        return loss
+
+    def compute_metrics(self, x, y, y_pred, sample_weight):
+        labels = check_labels(y, self.num_classes)
+        self._accuracy["local_accuracy"].update_state(labels, y_pred["log_probs"])
+        self._accuracy["remote_accuracy"].update_state(labels, y_pred["logits"])
+        return {m.name: m.result() for m in self.metrics}
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values()) + list(self._accuracy.values())
+
+    # -- deployment -----------------------------------------------------------------------
+
+    def device_model(self):
+        """Head₁ (z = μ) + projection + classifier: images → {"z", "log_probs"}."""
+        images = keras.Input(self.teacher_head.input_shape[1:], name="images")
+        _, mean, _ = self.head1(images, training=False)
+        return keras.Model(images, {"z": mean, "log_probs": self.early_log_probs(mean)},
+                           name="rebel_device")
+
+    def server_model(self):
+        """Head₂ + tail: z → {"logits"}."""
+        z = keras.Input(self.head1.compute_output_shape(
+            (None,) + tuple(self.teacher_head.input_shape[1:]))[0][1:], name="z")
+        logits = self.tail(self.head2(z), training=False)
+        return keras.Model(z, {"logits": tf.cast(logits, tf.float32)}, name="rebel_server")
+
+    def get_config(self):
+        config = dict(self._config)
+        config["teacher_head"] = keras.layers.serialize(self.teacher_head)
+        config["tail"] = keras.layers.serialize(self.tail)
+        config["name"] = self.name
+        return config
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["teacher_head"] = keras.layers.deserialize(config["teacher_head"])
+        config["tail"] = keras.layers.deserialize(config["tail"])
+        return cls(**config)
