@@ -1,10 +1,20 @@
 """Reference models built from the library's layers."""
 
+from keras_efficient.models.conformer_encoder import (
+    ConformerEncoder,
+    CTCLoss,
+    ctc_greedy_decode,
+    token_error_rate,
+)
 from keras_efficient.models.resnet import cifar_resnet
 from keras_efficient.models.rebel import ReBEL, split_functional_model
 
 __all__ = [
-    "split_functional_model",
+    "CTCLoss",
+    "ConformerEncoder",
+    "ctc_greedy_decode",
+    "token_error_rate",
     "ReBEL",
+    "split_functional_model",
     "cifar_resnet",
 ]

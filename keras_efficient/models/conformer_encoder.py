@@ -1,0 +1,131 @@
+"""A Conformer encoder with convolutional subsampling and a CTC head (Kubo et al., Sec. 4).
+
+`ConformerEncoder(...)` builds a functional `keras.Model` (like the
+`keras.applications` constructors), so `keras_efficient.pruning.prune` can
+rebuild it with smaller blocks. `CTCLoss`, `ctc_greedy_decode` and
+`token_error_rate` train and score it; token 0 is the CTC blank and the label
+padding value (as in `keras_efficient.data.make_ctc_sequences`).
+"""
+
+import numpy as np
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.conformer import ConformerBlock
+from keras_efficient.utils.validation import check_float, check_int, invalid_argument
+
+__all__ = ["ConformerEncoder", "CTCLoss", "ctc_greedy_decode", "token_error_rate"]
+
+
+def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_heads=4,
+                     ffn_dim=256, kernel_size=15, dropout_rate=0.1, subsampling_filters=None,
+                     adaptive=True, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
+                     inference="hard", seed=None, name="conformer_encoder"):
+    """Builds a Conformer encoder with a CTC output layer as a functional model.
+
+    Front end (4x time subsampling): two 3x3 Conv2D with stride 2 and ReLU over
+    (time, feature) (`subsample_conv1`, `subsample_conv2`), flattened per frame
+    and projected to `model_dim` (`subsample_proj`), then dropout. Then
+    `num_blocks` `ConformerBlock`s (`conformer_block_{i}`) and a Dense CTC layer
+    of `vocab_size + 1` logits (`ctc_logits`; index 0 is the blank).
+
+    Args:
+      input_shape: (frames, features); both static. frames should be a multiple of 4.
+      vocab_size: number of tokens V (ids 1..V).
+      num_blocks, model_dim, num_heads, ffn_dim, kernel_size, dropout_rate:
+        the Conformer size (see `ConformerBlock`).
+      subsampling_filters: channels of the subsampling convolutions (default model_dim).
+      adaptive, schedule, alpha, gamma, threshold, inference, seed: the
+        AdaptiveDropout sites of every block (see `ConformerBlock`).
+      name: model name.
+
+    Returns:
+      A `keras.Model` mapping [batch, frames, features] to CTC logits
+      [batch, ceil(frames / 4), vocab_size + 1].
+    """
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 2:
+        raise invalid_argument("input_shape", "a (frames, features) pair", input_shape)
+    frames = check_int("input_shape[0]", input_shape[0], low=4)
+    features = check_int("input_shape[1]", input_shape[1], low=1)
+    vocab_size = check_int("vocab_size", vocab_size, low=1)
+    num_blocks = check_int("num_blocks", num_blocks, low=0)
+    model_dim = check_int("model_dim", model_dim, low=1)
+    dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
+                               high_inclusive=False)
+    filters = check_int("subsampling_filters", subsampling_filters or model_dim, low=1)
+    inputs = keras.Input((frames, features), name="features")
+    x = keras.layers.Reshape((frames, features, 1), name="subsample_expand")(inputs)
+    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                            name="subsample_conv1")(x)
+    x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
+                            name="subsample_conv2")(x)
+    x = keras.layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]), name="subsample_flatten")(x)
+    x = keras.layers.Dense(model_dim, name="subsample_proj")(x)
+    x = keras.layers.Dropout(dropout_rate, name="subsample_dropout")(x)
+    for i in range(num_blocks):
+        x = ConformerBlock(model_dim, num_heads, ffn_dim, kernel_size, dropout_rate,
+                           adaptive=adaptive, schedule=schedule, alpha=alpha, gamma=gamma,
+                           threshold=threshold, inference=inference,
+                           seed=None if seed is None else seed + 100 * i,
+                           name="conformer_block_{}".format(i))(x)
+    logits = keras.layers.Dense(vocab_size + 1, name="ctc_logits", dtype="float32")(x)
+    return keras.Model(inputs, logits, name=name)
+
+
+@register_serializable
+class CTCLoss(keras.losses.Loss):
+    """Connectionist temporal classification loss with blank index 0.
+
+    y_true: int labels [batch, max_label_length], 0-padded (the label length is
+    the number of non-zero entries; tokens must not be 0). y_pred: logits
+    [batch, frames, vocab + 1]; every frame is valid. Computed in float32 with
+    `tf.nn.ctc_loss`; per example, averaged by the reduction.
+    """
+
+    def __init__(self, reduction="sum_over_batch_size", name="ctc_loss"):
+        super().__init__(reduction=reduction, name=name)
+
+    def call(self, y_true, y_pred):
+        labels = tf.cast(y_true, tf.int32)
+        logits = tf.cast(y_pred, tf.float32)
+        label_length = tf.reduce_sum(tf.cast(labels > 0, tf.int32), axis=-1)
+        batch = tf.shape(logits)[0]
+        logit_length = tf.fill([batch], tf.shape(logits)[1])
+        return tf.nn.ctc_loss(labels=labels, logits=logits, label_length=label_length,
+                              logit_length=logit_length, logits_time_major=False, blank_index=0)
+
+
+def ctc_greedy_decode(logits):
+    """Best-path decoding: argmax per frame, merge repeats, drop blanks (0).
+
+    Returns a list of int lists, one per example (NumPy, for evaluation).
+    """
+    best = np.argmax(np.asarray(logits), axis=-1)
+    out = []
+    for row in best:
+        tokens, previous = [], -1
+        for token in row:
+            if token != previous and token != 0:
+                tokens.append(int(token))
+            previous = token
+        out.append(tokens)
+    return out
+
+
+def _edit_distance(a, b):
+    row = list(range(len(b) + 1))
+    for i, x in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, y in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (x != y))
+    return row[-1]
+
+
+def token_error_rate(labels, logits):
+    """Sum of edit distances of the greedy decodes over the sum of label lengths."""
+    hyps = ctc_greedy_decode(logits)
+    errors = total = 0
+    for label, hyp in zip(np.asarray(labels), hyps):
+        ref = [int(t) for t in label if t != 0]
+        errors += _edit_distance(ref, hyp)
+        total += len(ref)
+    return errors / max(total, 1)
