@@ -6,6 +6,7 @@ from keras_efficient.models.conformer_encoder import (
     ctc_greedy_decode,
     token_error_rate,
 )
+from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
 from keras_efficient.models.resnet import cifar_resnet
 from keras_efficient.models.rebel import ReBEL, split_functional_model
 
@@ -16,5 +17,7 @@ __all__ = [
     "token_error_rate",
     "ReBEL",
     "split_functional_model",
+    "galaxy_shape_estimator",
+    "predict_with_samples",
     "cifar_resnet",
 ]
