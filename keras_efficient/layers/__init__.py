@@ -8,10 +8,13 @@ from keras_efficient.layers.conformer import ConformerBlock
 from keras_efficient.layers.conformer_attention import ConformerSelfAttention
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
+from keras_efficient.layers.gated_residual import GatedResidualBlock
+from keras_efficient.layers.recurrent_gate import RecurrentGate
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
+from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.layers.random_projection import RandomProjection
 from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 
@@ -25,8 +28,11 @@ __all__ = [
     "ConformerFeedForward",
     "ConformerSelfAttention",
     "GaussianMixtureClassifier",
+    "GatedResidualBlock",
+    "RecurrentGate",
     "FlipoutConv2D",
     "FlipoutDense",
     "MultivariateNormalHead",
     "ResidualBlock",
+    "StochasticDepth",
 ]

@@ -8,6 +8,12 @@ from keras_efficient.models.conformer_encoder import (
 )
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
 from keras_efficient.models.resnet import cifar_resnet
+from keras_efficient.models.gated_resnet import (
+    expected_sd_survival,
+    gated_blocks_of,
+    gated_resnet,
+    stochastic_depth_resnet,
+)
 from keras_efficient.models.rebel import ReBEL, split_functional_model
 
 __all__ = [
@@ -17,7 +23,11 @@ __all__ = [
     "token_error_rate",
     "ReBEL",
     "split_functional_model",
+    "cifar_resnet",
     "galaxy_shape_estimator",
     "predict_with_samples",
-    "cifar_resnet",
+    "expected_sd_survival",
+    "gated_blocks_of",
+    "gated_resnet",
+    "stochastic_depth_resnet",
 ]

@@ -1,0 +1,195 @@
+"""Selective layer update (SLU, E²-Train Sec. 3.2): a residual block behind a SkipNet gate."""
+
+from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.recurrent_gate import RecurrentGate, _set_context, gate_context
+from keras_efficient.training.flops import residual_block_flops
+from keras_efficient.utils.validation import (
+    assert_finite,
+    check_choice,
+    check_float,
+    check_input_rank,
+    check_int,
+    invalid_argument,
+)
+
+__all__ = ["GatedResidualBlock"]
+
+
+def _usable_state(state):
+    """False for a state left by another graph (e.g. Keras's per-layer shape-inference graphs)."""
+    t = state[0]
+    if tf.executing_eagerly():
+        return not tf.is_symbolic_tensor(t)
+    return tf.is_symbolic_tensor(t) and t.graph is tf.compat.v1.get_default_graph()
+
+
+@register_serializable
+class GatedResidualBlock(keras.layers.Layer):
+    """Runs an identity-shaped residual block only for the samples whose gate is open.
+
+    Gate (SkipNet's recurrent gate): z_k = P_k · GAP(x) (a per-block projection),
+    (g_k, state_k) = `RecurrentGate`(z_k, state_{k-1}). Hard decision forward with a
+    straight-through gradient:
+
+        d_k = 1[g_k >= 0.5],   d̂_k = g_k + stop_gradient(d_k − g_k)   (value d_k)
+        y = x + d̂_k · d_k · (F(x) − x)
+
+    so y = F(x) where the gate is open and y = x (identity) where it is closed. The
+    gate receives the task-loss gradient ⟨F(x) − x, ∂L/∂y⟩ through open samples only
+    (the skipped block's output is never computed, in either mode, so both modes
+    agree), and the regulariser gradient through every sample. Eq. (1)'s
+    regulariser, per block:
+
+        α · C_k(W, G) = α · (FLOPs_k / FLOPs_total) · mean_batch(d̂_k)
+
+    where FLOPs_k is counted from the block's layers (`residual_block_flops`) and
+    FLOPs_total, the sum over all gated blocks of the network, is set by the model
+    builder through the non-trainable weight `flops_fraction` (1.0 alone). Summed
+    over blocks this is α·C with C the executed fraction of gateable FLOPs.
+
+    Modes:
+      "gather": `tf.gather` the open samples, run the block on them only, and
+        `tf.tensor_scatter_nd_update` them back (forward and backward really skip;
+        BatchNormalization sees only open samples). Dynamic shapes.
+      "mask": run the block on the whole batch and multiply (static shapes, for XLA
+        and IPUs; saves nothing but accounting; in training BatchNormalization
+        statistics include the closed samples).
+
+    Gate sharing: the first gated block of a network owns the `RecurrentGate`
+    (`gate=RecurrentGate(...)`); later blocks take `gate=None` and use the owner's
+    gate and recurrent state, passed along the forward pass in a per-thread context.
+
+    Args:
+      block: an identity-shaped residual layer (a `ResidualBlock`), or its config.
+      gate: a `RecurrentGate` (this block owns it and restarts the recurrence) or None.
+      projection_dim: size of the projected pooled features fed to the LSTM.
+      mode: "gather" or "mask".
+      flops_weight: α of Eq. (1), >= 0.
+      block_flops: FLOPs per sample of `block`; None counts them from the block's
+        `conv1`/`bn1`/`conv2`/`bn2`/`shortcut` sublayers.
+
+    Call arguments:
+      inputs: `[batch, height, width, channels]`.
+      training: BatchNormalization mode, gate-rate metric.
+      decisions: optional `[batch]` 0/1 tensor replacing the hard decisions (tests,
+        forced gates); the straight-through gradient still reaches the gate.
+
+    Input shape: `[batch, height, width, channels]`. Output shape: same as input.
+    """
+
+    def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
+                 block_flops=None, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(block, dict):
+            block = keras.layers.deserialize(block)
+        if not isinstance(block, keras.layers.Layer):
+            raise invalid_argument("block", "a Keras layer", block, TypeError)
+        if isinstance(gate, dict):
+            gate = keras.layers.deserialize(gate)
+        if gate is not None and not isinstance(gate, RecurrentGate):
+            raise invalid_argument("gate", "a RecurrentGate or None", gate, TypeError)
+        self.block = block
+        self.gate = gate
+        self.projection_dim = check_int("projection_dim", projection_dim, low=1)
+        self.mode = check_choice("mode", mode, ("gather", "mask"))
+        self.flops_weight = check_float("flops_weight", flops_weight, low=0.0)
+        self.block_flops = check_int("block_flops", block_flops, low=0, allow_none=True)
+        self.projection = keras.layers.Dense(self.projection_dim, dtype="float32",
+                                             name="gate_projection")
+
+    def build(self, input_shape):
+        check_input_rank(self.name, input_shape, rank=4)
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape[-1] is None:
+            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
+                             "Received: input_shape={}".format(self.name, input_shape))
+        if not self.block.built:
+            self.block.build(input_shape)
+        out = tf.TensorShape(self.block.compute_output_shape(input_shape))
+        if out[1:].as_list() != input_shape[1:].as_list():
+            raise ValueError(
+                "GatedResidualBlock `{}` needs a block whose output shape equals its input shape "
+                "(a skipped block is the identity); block `{}` maps {} to {}.".format(
+                    self.name, self.block.name, input_shape, out))
+        if self.block_flops is None:
+            if getattr(self.block, "conv1", None) is None:
+                raise ValueError("Cannot count the FLOPs of block `{}` (no conv1/conv2 sublayers); "
+                                 "pass `block_flops`.".format(self.block.name))
+            self.counted_flops = residual_block_flops(self.block, input_shape)
+        else:
+            self.counted_flops = self.block_flops
+        self.projection.build((None, int(input_shape[-1])))
+        if self.gate is not None:
+            self.gate.build((None, self.projection_dim))
+        self.flops_fraction = self.add_weight(name="flops_fraction", shape=(), dtype="float32",
+                                              initializer="ones", trainable=False)
+        self.open_fraction = self.add_weight(
+            name="open_fraction", shape=(), dtype="float32", initializer="ones", trainable=False,
+            synchronization=tf.VariableSynchronization.ON_READ,
+            aggregation=tf.VariableAggregation.MEAN)
+        super().build(input_shape)
+
+    def _gate_and_state(self):
+        if self.gate is not None:
+            return self.gate, None
+        context = gate_context()
+        if context is None:
+            raise ValueError(
+                "GatedResidualBlock `{}` has no gate of its own and no preceding block with a "
+                "RecurrentGate ran in this forward pass. Give the first gated block of the network "
+                "`gate=RecurrentGate()`.".format(self.name))
+        gate, state = context
+        return gate, (state if _usable_state(state) else None)
+
+    def call(self, inputs, training=None, decisions=None):
+        x = inputs
+        assert_finite(x, self.name)
+        pooled = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])
+        gate, state = self._gate_and_state()
+        prob, new_state = gate(self.projection(pooled), states=state)
+        _set_context(gate, new_state)
+        hard = tf.cast(prob >= 0.5, tf.float32)
+        if decisions is not None:
+            hard = tf.reshape(tf.cast(decisions, tf.float32), tf.shape(prob))
+        straight = prob + tf.stop_gradient(hard - prob)
+        factor = tf.cast(straight * hard, x.dtype)
+        if self.flops_weight > 0.0:
+            fraction = tf.cast(self.flops_fraction, tf.float32)
+            self.add_loss(self.flops_weight * fraction * tf.reduce_mean(straight))
+        rate = tf.reduce_mean(hard)
+        if training:
+            self.add_metric(rate, name=self.name + "_gate_rate", aggregation="mean")
+            update = self.open_fraction.assign(rate)
+        else:
+            update = tf.no_op()
+        with tf.control_dependencies([update]):
+            if self.mode == "mask":
+                y = tf.cast(self.block(x, training=training), x.dtype)
+                return x + factor[:, None, None, None] * (y - x)
+            return self._gather_call(x, hard, factor, training)
+
+    def _gather_call(self, x, hard, factor, training):
+        idx = tf.where(hard > 0.5)[:, 0]
+
+        def run():
+            x_open = tf.gather(x, idx)
+            y_open = tf.cast(self.block(x_open, training=training), x.dtype)
+            f_open = tf.gather(factor, idx)[:, None, None, None]
+            return tf.tensor_scatter_nd_update(x, idx[:, None], x_open + f_open * (y_open - x_open))
+
+        return tf.cond(tf.size(idx) > 0, run, lambda: tf.identity(x))
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({
+            "block": keras.layers.serialize(self.block),
+            "gate": None if self.gate is None else keras.layers.serialize(self.gate),
+            "projection_dim": self.projection_dim,
+            "mode": self.mode,
+            "flops_weight": self.flops_weight,
+            "block_flops": self.block_flops,
+        })
+        return config

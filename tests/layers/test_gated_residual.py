@@ -1,0 +1,162 @@
+"""SLU gates: forced decisions, gather == mask, analytic FLOPs, gradients to the gate."""
+
+import numpy as np
+import pytest
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.layers import GatedResidualBlock, RecurrentGate, ResidualBlock
+from keras_efficient.testing import run_layer_test
+
+
+@pytest.fixture(autouse=True)
+def _fresh_collective_keys():
+    # A second MirroredStrategy in one process would reuse the first one's collective
+    # keys with other shapes; bump the class-level base as TensorFlow's own tests do.
+    tf.distribute.MirroredStrategy._collective_key_base += 1000
+
+
+def _x(n=6, h=8, c=4, seed=0):
+    return np.random.default_rng(seed).normal(size=(n, h, h, c)).astype(np.float32)
+
+
+def _pair(mode, seed=0):
+    keras.utils.set_random_seed(seed)
+    block = ResidualBlock(4, name="inner")
+    layer = GatedResidualBlock(block, gate=RecurrentGate(), mode=mode, flops_weight=0.1)
+    layer.build((None, 8, 8, 4))
+    return layer
+
+
+@pytest.mark.parametrize("mode", ["gather", "mask"])
+def test_forced_open_is_plain_block_and_closed_is_identity(mode):
+    layer = _pair(mode)
+    x = _x()
+    plain = layer.block(x, training=False).numpy()
+    np.testing.assert_allclose(layer(x, decisions=np.ones(6)).numpy(), plain, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(layer(x, decisions=np.zeros(6)).numpy(), x)
+    mixed = layer(x, decisions=np.array([1, 0, 1, 0, 0, 1])).numpy()
+    np.testing.assert_allclose(mixed[[0, 2, 5]], plain[[0, 2, 5]], rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(mixed[[1, 3, 4]], x[[1, 3, 4]])
+
+
+def _grads(layer, x, decisions, upstream):
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        y = layer(xt, training=False, decisions=decisions)
+        loss = tf.reduce_sum(y * upstream) + tf.add_n(layer.losses)
+    grads = tape.gradient(loss, [xt] + layer.trainable_weights)
+    return y.numpy(), [None if g is None else tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+def test_gather_and_mask_identical_outputs_and_gradients():
+    gather, mask = _pair("gather"), _pair("mask")
+    mask.set_weights(gather.get_weights())
+    x = _x(seed=1)
+    up = np.random.default_rng(2).normal(size=x.shape).astype(np.float32)
+    decisions = np.array([1, 0, 0, 1, 1, 0], np.float32)
+    yg, gg = _grads(gather, x, decisions, up)
+    ym, gm = _grads(mask, x, decisions, up)
+    np.testing.assert_allclose(yg, ym, rtol=1e-5, atol=1e-6)
+    assert len(gg) == len(gm)
+    for a, b, name in zip(gg, gm, ["x"] + [w.name for w in gather.trainable_weights]):
+        assert a is not None and b is not None, name
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
+
+
+def test_gradients_reach_gate_parameters():
+    layer = _pair("gather")
+    x = _x(seed=3)
+    _, grads = _grads(layer, x, None, np.ones(x.shape, np.float32))
+    names = [w.name for w in layer.trainable_weights]
+    for g, name in zip(grads[1:], names):
+        if "lstm" in name or "head" in name or "gate_projection" in name:
+            assert g is not None and np.any(g != 0), name
+
+
+def test_counted_flops_equal_analytic_count():
+    layer = _pair("mask")
+    h = w = 8
+    c = 4
+    conv_macs = h * w * 3 * 3 * c * c
+    bn_macs = h * w * c
+    expected = 2 * (2 * conv_macs + 2 * bn_macs) + h * w * c
+    assert layer.counted_flops == expected
+    # A projection block: stride 2, 4 -> 8 channels, 1x1 shortcut with BN.
+    from keras_efficient.training.flops import residual_block_flops
+    block = ResidualBlock(8, strides=2)
+    block.build((None, 8, 8, 4))
+    macs = 4 * 4 * 9 * 4 * 8 + 4 * 4 * 8 + 4 * 4 * 9 * 8 * 8 + 4 * 4 * 8 + 4 * 4 * 4 * 8 + 4 * 4 * 8
+    assert residual_block_flops(block, (None, 8, 8, 4)) == 2 * macs + 4 * 4 * 8
+
+
+def test_regulariser_value_and_gate_rate():
+    layer = _pair("gather")
+    layer.flops_fraction.assign(0.25)
+    x = _x(seed=4)
+    decisions = np.array([1, 1, 0, 0, 0, 1], np.float32)
+    layer(x, training=True, decisions=decisions)
+    assert len(layer.losses) == 1
+    assert float(layer.losses[0]) == pytest.approx(0.1 * 0.25 * 0.5, rel=1e-6)
+    assert float(layer.open_fraction.numpy()) == pytest.approx(0.5)
+
+
+def test_shared_gate_threads_state_through_blocks():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 4))
+    first = GatedResidualBlock(ResidualBlock(4), gate=RecurrentGate(), mode="mask", name="g0")
+    second = GatedResidualBlock(ResidualBlock(4), mode="mask", name="g1")
+    model = keras.Model(inp, second(first(inp)))
+    assert len(model.get_layer("g1").trainable_weights) == 6 + 2  # block + projection, no gate
+    x = _x(seed=5)
+    gate = first.gate
+    # Independent recomputation of the second block's gate with the recurrent state.
+    pooled0 = x.mean(axis=(1, 2))
+    _, s1 = gate(first.projection(pooled0))
+    y0 = first(x)
+    pooled1 = y0.numpy().mean(axis=(1, 2))
+    p1, _ = gate(second.projection(pooled1), states=s1)
+    p1_zero, _ = gate(second.projection(pooled1))
+    model(x, training=True)
+    assert float(second.open_fraction.numpy()) == pytest.approx(float(np.mean(p1.numpy() >= 0.5)))
+    assert not np.allclose(p1.numpy(), p1_zero.numpy())
+    with pytest.raises(ValueError, match="no gate of its own"):
+        from keras_efficient.layers import recurrent_gate
+        recurrent_gate._CONTEXT.value = None
+        GatedResidualBlock(ResidualBlock(4))(x)
+
+
+def test_shape_changing_block_is_rejected():
+    with pytest.raises(ValueError, match="output shape equals its input shape"):
+        GatedResidualBlock(ResidualBlock(8, strides=2), gate=RecurrentGate())(_x())
+
+
+@pytest.mark.parametrize("kwargs,name,error", [
+    (dict(mode="skip"), "mode", ValueError), (dict(flops_weight=-1.0), "flops_weight", ValueError),
+    (dict(projection_dim=0), "projection_dim", ValueError), (dict(gate="lstm"), "gate", TypeError),
+])
+def test_bad_arguments(kwargs, name, error):
+    with pytest.raises(error, match=name):
+        GatedResidualBlock(ResidualBlock(4), **kwargs)
+    with pytest.raises(TypeError, match="block"):
+        GatedResidualBlock("block")
+
+
+def _config_without_dtype(layer):
+    # Without a dtype the nested layer follows the global policy of the instance being
+    # built (ResidualBlock's sublayers always do).
+    config = keras.layers.serialize(layer)
+    config["config"].pop("dtype", None)
+    return config
+
+
+@pytest.mark.parametrize("mode", ["gather", "mask"])
+def test_layer_contract(mode):
+    # Nested layers are passed as configs so that every instance the harness builds (in
+    # a MirroredStrategy scope, under mixed precision) creates its own sublayers.
+    run_layer_test(GatedResidualBlock,
+                   dict(block=_config_without_dtype(ResidualBlock(4)),
+                        gate=_config_without_dtype(RecurrentGate()), mode=mode, flops_weight=0.1),
+                   input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
+                   expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=6,
+                   expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True)
