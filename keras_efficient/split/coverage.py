@@ -1,0 +1,92 @@
+"""Coverage curves, threshold calibration and local/remote/overall accuracy (Fig. 6-7)."""
+
+import numpy as np
+
+from keras_efficient.utils.validation import check_float, invalid_argument
+
+__all__ = ["coverage_curve", "threshold_for_coverage", "split_accuracy",
+           "accuracy_vs_coverage"]
+
+
+def _vector(name, value, dtype=None):
+    arr = np.asarray(value, dtype=dtype)
+    if arr.ndim != 1 or arr.size == 0:
+        raise invalid_argument(name, "a non-empty 1-D array", getattr(arr, "shape", value))
+    return arr
+
+
+def coverage_curve(confidence, correct, thresholds=None):
+    """Coverage and local accuracy for each threshold (Fig. 6a/6b).
+
+    coverage(t) = fraction of samples with confidence >= t; local accuracy(t) =
+    accuracy among those samples (NaN when none is covered).
+
+    Returns:
+      dict of arrays `threshold`, `coverage`, `local_accuracy`.
+    """
+    confidence = _vector("confidence", confidence, np.float64)
+    correct = _vector("correct", correct, bool)
+    if confidence.shape != correct.shape:
+        raise ValueError("`confidence` and `correct` differ in length: {} vs {}".format(
+            confidence.shape, correct.shape))
+    if thresholds is None:
+        thresholds = np.linspace(0.0, 1.0, 101)
+    thresholds = _vector("thresholds", thresholds, np.float64)
+    covered = confidence[None, :] >= thresholds[:, None]
+    count = covered.sum(1)
+    hits = (covered & correct[None, :]).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        acc = np.where(count > 0, hits / np.maximum(count, 1), np.nan)
+    return {"threshold": thresholds, "coverage": count / confidence.size, "local_accuracy": acc}
+
+
+def threshold_for_coverage(confidence, target_coverage):
+    """The largest threshold t with coverage(t) >= target_coverage.
+
+    Equal to the ceil(target·n)-th largest confidence, so exactly that many samples
+    are covered when confidences are distinct (ties can add more). For target 0
+    the result is just above the largest confidence; it exceeds 1 (and no
+    threshold in [0, 1] covers nothing) when some confidence is exactly 1.
+    """
+    confidence = _vector("confidence", confidence, np.float64)
+    target = check_float("target_coverage", target_coverage, low=0.0, high=1.0)
+    n = confidence.size
+    k = int(np.ceil(target * n - 1e-9))
+    ordered = np.sort(confidence)[::-1]
+    if k == 0:
+        return float(np.nextafter(ordered[0], np.inf))
+    return float(ordered[k - 1])
+
+
+def split_accuracy(local_label, remote_label, labels, exited):
+    """Local, remote and overall accuracy of a split deployment (Fig. 7b).
+
+    local: accuracy of the early classifier on the exited samples; remote: of the
+    server on the others; overall: of the merged answers. NaN when a part is empty.
+    """
+    local_label = _vector("local_label", local_label)
+    remote_label = _vector("remote_label", remote_label)
+    labels = _vector("labels", labels)
+    exited = _vector("exited", exited, bool)
+    if not (local_label.shape == remote_label.shape == labels.shape == exited.shape):
+        raise ValueError("All inputs must have the same length.")
+    final = np.where(exited, local_label, remote_label)
+
+    def acc(pred, mask):
+        return float(np.mean(pred[mask] == labels[mask])) if mask.any() else float("nan")
+
+    return {"coverage": float(exited.mean()), "local_accuracy": acc(local_label, exited),
+            "remote_accuracy": acc(remote_label, ~exited),
+            "overall_accuracy": float(np.mean(final == labels))}
+
+
+def accuracy_vs_coverage(confidence, local_label, remote_label, labels, coverages):
+    """`split_accuracy` at the thresholds calibrated for each target coverage."""
+    confidence = _vector("confidence", confidence, np.float64)
+    rows = []
+    for target in coverages:
+        t = threshold_for_coverage(confidence, target)
+        row = split_accuracy(local_label, remote_label, labels, confidence >= t)
+        row.update({"target_coverage": float(target), "threshold": t})
+        rows.append(row)
+    return rows

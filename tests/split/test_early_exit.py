@@ -1,0 +1,132 @@
+"""Early-exit decisions and exported device/server models (SavedModel, TFLite)."""
+
+import numpy as np
+import pytest
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.models import cifar_resnet
+from keras_efficient.models.rebel import ReBEL, split_functional_model
+from keras_efficient.split.early_exit import EarlyExitPredictor, early_exit_decision
+from keras_efficient.split.export import (
+    export_device_model,
+    export_device_tflite,
+    export_server_model,
+)
+
+
+def _log_probs():
+    probs = np.array([[1.0, 0.0, 0.0], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8], [0.2, 0.7, 0.1]])
+    with np.errstate(divide="ignore"):
+        return np.maximum(np.log(probs), -1e4).astype("float32")
+
+
+def test_thresholds_zero_and_one():
+    lp = _log_probs()
+    all_local = early_exit_decision(lp, 0.0)
+    assert all_local["exited"].numpy().all()
+    only_certain = early_exit_decision(lp, 1.0)
+    np.testing.assert_array_equal(only_certain["exited"].numpy(), [True, False, False, False])
+    mid = early_exit_decision(lp, 0.7)
+    np.testing.assert_array_equal(mid["exited"].numpy(), [True, False, True, True])
+    np.testing.assert_array_equal(mid["label"].numpy(), [0, 0, 2, 1])
+    np.testing.assert_allclose(mid["confidence"].numpy(), [1.0, 0.5, 0.8, 0.7], rtol=1e-6)
+
+
+def test_static_shapes_under_jit():
+    fn = tf.function(lambda lp, t: early_exit_decision(lp, t), jit_compile=True)
+    out = fn(tf.constant(_log_probs()), tf.constant(0.6))
+    np.testing.assert_array_equal(out["exited"].numpy(), [True, False, True, True])
+    graph = tf.function(lambda lp: early_exit_decision(lp, 0.6)).get_concrete_function(
+        tf.TensorSpec([4, 3], tf.float32))
+    assert all(o.shape == (4,) for o in tf.nest.flatten(graph.structured_outputs))
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), "0.5", None, True])
+def test_bad_threshold(bad):
+    with pytest.raises((ValueError, TypeError), match="threshold"):
+        early_exit_decision(_log_probs(), bad)
+
+
+def test_bad_threshold_tensor_and_nan_log_probs():
+    with pytest.raises(tf.errors.InvalidArgumentError, match="threshold"):
+        early_exit_decision(_log_probs(), tf.constant(1.2))
+    lp = _log_probs()
+    lp[1, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
+        early_exit_decision(lp, 0.5)
+
+
+@pytest.fixture(scope="module")
+def rebel_model():
+    keras.utils.set_random_seed(1)
+    teacher = cifar_resnet(8, num_classes=3, input_shape=(8, 8, 3), base_filters=4)
+    head, tail = split_functional_model(teacher, "stage2_block0")
+    model = ReBEL(head, tail, 3, head_filters=(6, 6), latent_channels=2, decoder_filters=(6,),
+                  components_per_class=2, covariance="diag", projection_dim=5)
+    x = np.random.default_rng(0).uniform(size=(6, 8, 8, 3)).astype("float32")
+    model(x)
+    # Spread the classifier's outputs so that thresholds split the batch.
+    model.classifier.means.assign(3.0 * np.random.default_rng(1).normal(
+        size=model.classifier.means.shape).astype("float32"))
+    return model, x
+
+
+def test_predictor_matches_model(rebel_model):
+    model, x = rebel_model
+    out = model(x, training=False)
+    conf = np.exp(out["log_probs"].numpy().max(-1))
+    remote = out["logits"].numpy().argmax(-1)
+    local = out["log_probs"].numpy().argmax(-1)
+    predictor = EarlyExitPredictor(model.device_model(), model.server_model(), 0.0)
+    np.testing.assert_array_equal(predictor(x)["label"].numpy(), local)
+    predictor.set_threshold(1.0)
+    np.testing.assert_array_equal(predictor(x)["label"].numpy(),
+                                  np.where(conf >= 1.0, local, remote))
+    t = float(np.median(conf))
+    predictor.set_threshold(t)
+    res = predictor(x)
+    np.testing.assert_array_equal(res["exited"].numpy(), conf >= t)
+    np.testing.assert_array_equal(res["label"].numpy(), np.where(conf >= t, local, remote))
+    with pytest.raises(ValueError, match="threshold"):
+        predictor.set_threshold(2.0)
+
+
+def test_exported_saved_models_and_tflite(rebel_model, tmp_path):
+    model, x = rebel_model
+    out = model(x, training=False)
+    conf = np.exp(out["log_probs"].numpy().max(-1))
+    t = float(np.median(conf))
+    device = tf.saved_model.load(export_device_model(model, str(tmp_path / "device"), t))
+    server = tf.saved_model.load(export_server_model(model, str(tmp_path / "server")))
+    d = device.signatures["serving_default"](images=tf.constant(x))
+    s = server.signatures["serving_default"](z=d["z"])
+    np.testing.assert_allclose(d["log_probs"].numpy(), out["log_probs"].numpy(), atol=1e-5)
+    np.testing.assert_allclose(d["z"].numpy(), out["z"].numpy(), atol=1e-6)
+    np.testing.assert_array_equal(d["exited"].numpy(), conf >= t)
+    np.testing.assert_allclose(s["logits"].numpy(), out["logits"].numpy(), atol=1e-4)
+
+    flatbuffer = export_device_tflite(model, str(tmp_path / "device.tflite"), t, batch_size=6)
+    interpreter = tf.lite.Interpreter(model_content=flatbuffer)
+    runner = interpreter.get_signature_runner()
+    lite = runner(images=x)
+    np.testing.assert_allclose(lite["log_probs"], out["log_probs"].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(lite["label"], out["log_probs"].numpy().argmax(-1))
+    assert (tmp_path / "device.tflite").stat().st_size == len(flatbuffer)
+
+
+def test_export_rejects_other_models(tmp_path):
+    with pytest.raises(TypeError, match="ReBEL"):
+        export_device_model(keras.Sequential([keras.layers.Dense(2)]), str(tmp_path / "x"))
+
+
+def test_full_covariance_device_tflite_uses_select_ops():
+    keras.utils.set_random_seed(2)
+    teacher = cifar_resnet(8, num_classes=3, input_shape=(8, 8, 3), base_filters=4)
+    head, tail = split_functional_model(teacher, "stage2_block0")
+    model = ReBEL(head, tail, 3, head_filters=(4,), latent_channels=2, decoder_filters=(4,),
+                  components_per_class=2, covariance="full", projection_dim=5)
+    x = np.random.default_rng(3).uniform(size=(2, 8, 8, 3)).astype("float32")
+    expected = model(x, training=False)["log_probs"].numpy()
+    runner = tf.lite.Interpreter(
+        model_content=export_device_tflite(model, batch_size=2)).get_signature_runner()
+    np.testing.assert_allclose(runner(images=x)["log_probs"], expected, atol=1e-4)
