@@ -1,3 +1,8 @@
 """Callbacks: training-progress monitors, stochastic weight averaging, compute accounting."""
 
-__all__ = []
+from keras_efficient.callbacks.swa import StochasticWeightAveraging, reestimate_batchnorm
+
+__all__ = [
+    "StochasticWeightAveraging",
+    "reestimate_batchnorm",
+]
