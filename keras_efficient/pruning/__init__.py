@@ -1,3 +1,25 @@
-"""Pruning analysis and physical removal of pruned units."""
+"""Physical pruning of units that adaptive dropout switched off.
 
-__all__ = []
+`surviving_units(model)` reports every AdaptiveDropout site, `count_parameters`
+the total and effective parameter counts, and `prune(model)` builds the smaller
+model. `PrunedConformerBlock`, `PrunedSelfAttention` and `ConstantOutput` are
+the layers a pruned model is made of.
+"""
+
+from keras_efficient.pruning.parameters import count_parameters
+from keras_efficient.pruning.prune import prune
+from keras_efficient.pruning.pruned_layers import (
+    ConstantOutput,
+    PrunedConformerBlock,
+    PrunedSelfAttention,
+)
+from keras_efficient.pruning.surviving import surviving_units
+
+__all__ = [
+    "ConstantOutput",
+    "PrunedConformerBlock",
+    "PrunedSelfAttention",
+    "count_parameters",
+    "prune",
+    "surviving_units",
+]

@@ -1,0 +1,193 @@
+"""Physical removal of the units that adaptive dropout switched off."""
+
+import numpy as np
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
+from keras_efficient.pruning.plan import dense_roles, model_plans
+from keras_efficient.pruning.pruned_layers import (
+    ConstantOutput,
+    PrunedConformerBlock,
+)
+
+__all__ = ["prune"]
+
+
+def prune(model, name=None):
+    """Returns a new model with the pruned units physically removed and no ADLs.
+
+    A unit is pruned when its retention logit beta is below the layer's
+    threshold (the hard inference mask). Supported sites:
+
+    - `ConformerBlock` layers with `adaptive=True` become `PrunedConformerBlock`s:
+      FFN W1 columns, b1 and W2 rows; per-head W_Q/b_Q/W_K/b_K rows and
+      W_V/b_V rows with W_O columns (heads keep different query and value sizes,
+      see `PrunedSelfAttention`); LConv W_I/W_G rows, depthwise kernels,
+      BatchNorm entries and W_O columns, the constant output of a pruned channel
+      folded into the LConv output bias. A module with no surviving unit becomes
+      a constant (`ConstantOutput`).
+    - A top-level `AdaptiveDropout` between two Dense layers (Dense -> [Dropout or
+      Activation]* -> AdaptiveDropout -> [Dropout]* -> Dense): the first Dense
+      keeps only the surviving columns, the second the matching kernel rows. With
+      no survivor the first Dense is removed and the second becomes a
+      `ConstantOutput` (its activation applied to its bias). A Dense may sit
+      between two sites (rows pruned by one, columns by the other).
+
+    Every other layer is rebuilt from its config with its weights. The result's
+    inference output equals the original's with `inference="hard"` (up to float
+    rounding), and `count_params()` equals `count_parameters(model)["effective"]`.
+
+    Args:
+      model: a functional or Sequential `keras.Model`.
+      name: name of the new model (default "<name>_pruned").
+
+    Returns:
+      A functional `keras.Model` with the same inputs and outputs.
+    """
+    blocks, sites = model_plans(model)
+    roles = dense_roles(sites)
+    new_layers = {}
+
+    def replacement(layer):
+        key = id(layer)
+        if key in new_layers:
+            return new_layers[key][0]
+        if layer in blocks:
+            plan = blocks[layer]
+            new = PrunedConformerBlock(
+                layer.model_dim, layer.num_heads, layer.model_dim // layer.num_heads,
+                len(plan.ffn1), len(plan.ffn2), [len(q) for q in plan.query],
+                [len(v) for v in plan.value], len(plan.conv), layer.kernel_size,
+                layer.dropout_rate, name=layer.name)
+            loader = lambda n, o=layer, p=plan: _load_block(n, o, p)  # noqa: E731
+        elif layer in roles:
+            rows, cols = roles[layer]
+            if cols is not None and len(cols) == 0:
+                new_layers[key] = (None, None)  # no surviving output: the layer goes
+                return None
+            config = layer.get_config()
+            units = layer.units if cols is None else int(len(cols))
+            if rows is not None and len(rows) == 0:
+                new = ConstantOutput(units, activation=config["activation"], name=layer.name)
+            else:
+                config["units"] = units
+                new = keras.layers.Dense.from_config(config)
+            loader = lambda n, o=layer, r=rows, c=cols: _load_dense(n, o, r, c)  # noqa: E731
+        else:
+            new = layer.__class__.from_config(layer.get_config())
+            loader = lambda n, o=layer: n.set_weights(o.get_weights())  # noqa: E731
+        new_layers[key] = (new, loader)
+        return new
+
+    new_inputs = [keras.Input(shape=x.shape[1:], batch_size=x.shape[0], dtype=x.dtype,
+                              name=x.node.layer.name) for x in model.inputs]
+    usage = model._tensor_usage_count
+    tensors = {}
+    for x, y in zip(model.inputs, new_inputs):
+        tensors[str(id(x))] = [y] * usage[str(id(x))]
+    for depth in sorted(model._nodes_by_depth, reverse=True):
+        for node in model._nodes_by_depth[depth]:
+            if node.is_input:
+                continue
+            args, kwargs = node.map_arguments(tensors)
+            layer = node.layer
+            new = None if isinstance(layer, AdaptiveDropout) else replacement(layer)
+            outputs = args[0] if new is None else new(*args, **kwargs)
+            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
+                tensors[x_id] = [y] * usage[x_id]
+    outputs = [tensors[str(id(x))].pop() for x in model.outputs]
+    pruned = keras.Model(
+        tf.nest.pack_sequence_as(model._nested_inputs, new_inputs)
+        if isinstance(model._nested_inputs, (list, tuple, dict)) else new_inputs[0],
+        tf.nest.pack_sequence_as(model._nested_outputs, outputs),
+        name=name or model.name + "_pruned")
+    for new, loader in new_layers.values():
+        if new is not None:
+            loader(new)
+    return pruned
+
+
+def _load_dense(new, old, rows, cols):
+    kernel = old.kernel.numpy()
+    bias = old.bias.numpy() if old.use_bias else np.zeros(old.units, np.float32)
+    if cols is not None:
+        kernel, bias = kernel[:, cols], bias[cols]
+    if isinstance(new, ConstantOutput):
+        new.bias.assign(bias)
+        return
+    if rows is not None:
+        kernel = kernel[rows, :]
+    new.kernel.assign(kernel)
+    if old.use_bias:
+        new.bias.assign(bias)
+
+
+def _load_ffn(new, old, keep):
+    if isinstance(new, ConstantOutput):
+        new.bias.assign(old.dense2.bias.numpy())
+        return
+    new.norm.set_weights(old.norm.get_weights())
+    new.dense1.kernel.assign(old.dense1.kernel.numpy()[:, keep])
+    new.dense1.bias.assign(old.dense1.bias.numpy()[keep])
+    new.dense2.kernel.assign(old.dense2.kernel.numpy()[keep, :])
+    new.dense2.bias.assign(old.dense2.bias.numpy())
+
+
+def _load_attention(new, old, query, value):
+    if isinstance(new, ConstantOutput):
+        new.bias.assign(old.output_dense.bias.numpy())
+        return
+    new.norm.set_weights(old.norm.get_weights())
+    heads = range(old.num_heads)
+
+    def take(dense, index):
+        kernel, bias = dense.kernel.numpy(), dense.bias.numpy()
+        return (np.concatenate([kernel[:, h, index[h]] for h in heads], axis=1),
+                np.concatenate([bias[h, index[h]] for h in heads], axis=0))
+
+    if sum(len(q) for q in query):
+        for kernel_var, bias_var, dense in ((new.query_kernel, new.query_bias, old.query),
+                                            (new.key_kernel, new.key_bias, old.key)):
+            kernel, bias = take(dense, query)
+            kernel_var.assign(kernel)
+            bias_var.assign(bias)
+    kernel, bias = take(old.value, value)
+    new.value_kernel.assign(kernel)
+    new.value_bias.assign(bias)
+    out = old.output_dense.kernel.numpy()
+    new.output_kernel.assign(np.concatenate([out[h, value[h], :] for h in heads], axis=0))
+    new.output_bias.assign(old.output_dense.bias.numpy())
+
+
+def _load_conv(new, old, keep):
+    channels = old.channels
+    pruned = np.setdiff1d(np.arange(channels), keep)
+    bn = old.batch_norm
+    gamma, beta = bn.gamma.numpy().astype(np.float64), bn.beta.numpy().astype(np.float64)
+    mean = bn.moving_mean.numpy().astype(np.float64)
+    var = bn.moving_variance.numpy().astype(np.float64)
+    # A pruned channel is constant zero before the BatchNorm: its contribution to
+    # the output is swish(BN(0)) W_O[d], a constant folded into the output bias.
+    at_zero = beta - mean * gamma / np.sqrt(var + bn.epsilon)
+    swish = at_zero / (1.0 + np.exp(-at_zero))
+    w_out = old.pointwise_out.kernel.numpy().astype(np.float64)
+    bias = old.pointwise_out.bias.numpy().astype(np.float64) + swish[pruned] @ w_out[pruned, :]
+    if isinstance(new, ConstantOutput):
+        new.bias.assign(bias.astype(np.float32))
+        return
+    new.norm.set_weights(old.norm.get_weights())
+    columns = np.concatenate([keep, channels + keep])
+    new.pointwise_in.kernel.assign(old.pointwise_in.kernel.numpy()[:, columns])
+    new.pointwise_in.bias.assign(old.pointwise_in.bias.numpy()[columns])
+    new.depthwise.depthwise_kernel.assign(old.depthwise.depthwise_kernel.numpy()[:, keep, :])
+    new.batch_norm.set_weights([w[keep] for w in bn.get_weights()])
+    new.pointwise_out.kernel.assign(old.pointwise_out.kernel.numpy()[keep, :])
+    new.pointwise_out.bias.assign(bias.astype(np.float32))
+
+
+def _load_block(new, old, plan):
+    _load_ffn(new.ffn1, old.ffn1, plan.ffn1)
+    _load_attention(new.attention, old.attention, plan.query, plan.value)
+    _load_conv(new.conv, old.conv, plan.conv)
+    _load_ffn(new.ffn2, old.ffn2, plan.ffn2)
+    new.final_norm.set_weights(old.final_norm.get_weights())
