@@ -1,8 +1,13 @@
 """Callbacks: training-progress monitors, stochastic weight averaging, compute accounting."""
 
+from keras_efficient.callbacks.adaptive_dropout_monitor import AdaptiveDropoutMonitor
+from keras_efficient.callbacks.compute_meter import ComputeMeter, model_mac_entries
 from keras_efficient.callbacks.swa import StochasticWeightAveraging, reestimate_batchnorm
 
 __all__ = [
+    "AdaptiveDropoutMonitor",
+    "ComputeMeter",
+    "model_mac_entries",
     "StochasticWeightAveraging",
     "reestimate_batchnorm",
 ]
