@@ -1,5 +1,7 @@
 """Energy-efficient training (E²-Train): predictive sign gradients and compute accounting."""
 
+from keras_efficient.training.energy import HOROWITZ_45NM_PJ, mac_energy_pj
+from keras_efficient.training.flops import layer_macs, residual_block_flops, residual_block_macs
 from keras_efficient.training.psg import (
     DEFAULT_PSG_CONFIG,
     fixed_point_quantize,
@@ -13,6 +15,11 @@ from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
 
 __all__ = [
     "DEFAULT_PSG_CONFIG",
+    "HOROWITZ_45NM_PJ",
+    "layer_macs",
+    "mac_energy_pj",
+    "residual_block_flops",
+    "residual_block_macs",
     "PSGConv2D",
     "PSGDense",
     "PSGResidualBlock",

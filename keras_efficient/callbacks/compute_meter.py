@@ -1,0 +1,204 @@
+"""Compute meter: MACs actually executed in training, by layer and precision, and an energy ESTIMATE.
+
+Counted per training step that runs (a batch dropped by `drop_minibatches`
+never reaches a step and counts 0), per sample, from the layers' shapes
+(`keras_efficient.training.flops`):
+
+  * forward: each Conv2D / Dense / BatchNormalization's MACs;
+  * backward: 2 × forward MACs (input gradient + weight gradient) for ordinary
+    layers; for PSG layers the input gradient at int16×int8, the weight-gradient
+    predictor at int{B_x^msb}×{B_g^msb} for every weight, and the full int8×16
+    weight gradient only for the fraction (1 − predicted_fraction) of weights
+    that Eq. (2) takes from it;
+  * a `GatedResidualBlock` in "gather" mode executes its block for the open
+    fraction of the batch (its `open_fraction` weight, per step); in "mask" mode
+    it executes everything (the saving is only in `accounted_*`); the gate's own
+    projection, LSTM and head are counted in float32;
+  * a `StochasticDepth` block executes iff it ran this step.
+
+The standard run it is compared with: the same model in float32 with every block,
+stepping on every nominal batch (from the `DropCounter`, or the steps seen).
+Energies use `keras_efficient.training.energy.mac_energy_pj` (Horowitz, 45 nm):
+an ESTIMATE of arithmetic and SRAM operand energy, not a measurement.
+"""
+
+import collections
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.layers.gated_residual import GatedResidualBlock
+from keras_efficient.layers.stochastic_depth import StochasticDepth
+from keras_efficient.training.energy import mac_energy_pj
+from keras_efficient.training.flops import layer_macs
+from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
+from keras_efficient.utils.validation import check_int, invalid_argument
+
+__all__ = ["ComputeMeter", "model_mac_entries"]
+
+_Entry = collections.namedtuple("_Entry", "name layer macs scale_source")
+
+
+def _block_sublayers(block):
+    names = ("conv1", "bn1", "conv2", "bn2")
+    return [(n, getattr(block, n)) for n in names]
+
+
+def _residual_entries(prefix, block, input_shape, scale_source):
+    out = []
+    shape = tf.TensorShape(input_shape)
+    for name, sub in _block_sublayers(block):
+        macs, _, shape = layer_macs(sub, shape)
+        out.append(_Entry(prefix + "/" + name, sub, macs, scale_source))
+    if getattr(block, "shortcut", None) is not None:
+        macs, _, sshape = layer_macs(block.shortcut, input_shape)
+        out.append(_Entry(prefix + "/shortcut", block.shortcut, macs, scale_source))
+        macs, _, _ = layer_macs(block.shortcut_bn, sshape)
+        out.append(_Entry(prefix + "/shortcut_bn", block.shortcut_bn, macs, scale_source))
+    return out
+
+
+def _gate_hidden_units(model):
+    for layer in model.layers:
+        if isinstance(layer, GatedResidualBlock) and layer.gate is not None:
+            return layer.gate.hidden_units
+    return 0
+
+
+def model_mac_entries(model):
+    """Per-sample forward MACs of every counted layer of a functional model.
+
+    Returns:
+      A list of `(name, layer, macs, scale_source)` where `scale_source` is None
+      (always executed) or the wrapper whose weights tell the executed fraction.
+    """
+    entries = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
+        try:
+            shape = layer.input_shape
+        except (AttributeError, RuntimeError):
+            continue
+        if isinstance(shape, list):
+            if len(shape) != 1:
+                continue
+            shape = shape[0]
+        shape = tf.TensorShape(shape)
+        if isinstance(layer, GatedResidualBlock):
+            entries += _residual_entries(layer.name, layer.block, shape, layer)
+            proj = int(shape[-1]) * layer.projection_dim
+            hidden = _gate_hidden_units(model)
+            gate = 4 * hidden * (layer.projection_dim + hidden) + hidden
+            entries.append(_Entry(layer.name + "/gate", layer.projection, proj + gate, None))
+        elif isinstance(layer, StochasticDepth):
+            entries += _residual_entries(layer.name, layer.block, shape, layer)
+        elif hasattr(layer, "conv1") and hasattr(layer, "bn2"):
+            entries += _residual_entries(layer.name, layer, shape, None)
+        else:
+            macs, _, _ = layer_macs(layer, shape)
+            if macs:
+                entries.append(_Entry(layer.name, layer, macs, None))
+    return entries
+
+
+class ComputeMeter(keras.callbacks.Callback):
+    """Counts executed training MACs per step, by layer and precision, with an energy estimate.
+
+    Args:
+      batch_size: samples per step (the last, partial batch of an epoch is counted
+        as full).
+      drop_counter: the `DropCounter` of `drop_minibatches`, for the nominal steps
+        of the standard run (default: the steps seen).
+
+    Attributes (after training):
+      totals: dict with `executed_macs`, `standard_macs`, `compute_saving`,
+        `energy_pj`, `standard_energy_pj`, `energy_saving` (estimates),
+        `accounted_macs` (mask-mode gates counted as skipping), `steps`,
+        `nominal_steps`, `macs_by_precision`.
+      per_layer: executed MACs per layer name.
+      history: list of per-epoch `totals` snapshots (cumulative).
+    """
+
+    def __init__(self, batch_size, drop_counter=None):
+        super().__init__()
+        self.batch_size = check_int("batch_size", batch_size, low=1)
+        if drop_counter is not None and not hasattr(drop_counter, "nominal"):
+            raise invalid_argument("drop_counter", "a DropCounter or None", drop_counter,
+                                   TypeError)
+        self.drop_counter = drop_counter
+        self.history = []
+
+    def on_train_begin(self, logs=None):
+        self.entries = model_mac_entries(self.model)
+        self.standard_step_macs = 3 * sum(e.macs for e in self.entries
+                                          if not e.name.endswith("/gate")) * self.batch_size
+        self.by_precision = collections.Counter()
+        self.per_layer = collections.Counter()
+        self.accounted = 0.0
+        self.steps = 0
+        self._nominal_start = 0 if self.drop_counter is None else int(
+            self.drop_counter.nominal.numpy())
+
+    def _scale(self, entry):
+        src = entry.scale_source
+        if src is None:
+            return 1.0, 1.0
+        if isinstance(src, StochasticDepth):
+            value = float(src.ran.numpy())
+            return value, value
+        value = float(src.open_fraction.numpy())
+        return (value if src.mode == "gather" else 1.0), value
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        n = float(self.batch_size)
+        for entry in self.entries:
+            executed, accounted = self._scale(entry)
+            fwd = entry.macs * n
+            layer = entry.layer
+            if isinstance(layer, (PSGConv2D, PSGDense)):
+                frac = float(layer.predicted_fraction.numpy())
+                parts = {
+                    "int{}x{}".format(layer.input_bits, layer.weight_bits): fwd,
+                    "int{}x{}".format(layer.grad_bits, layer.weight_bits): fwd,
+                    "int{}x{}".format(layer.input_msb_bits, layer.grad_msb_bits): fwd,
+                }
+                key = "int{}x{}".format(layer.input_bits, layer.grad_bits)
+                parts[key] = parts.get(key, 0.0) + (1.0 - frac) * fwd
+            else:
+                parts = {"fp32": 3.0 * fwd}
+            for precision, macs in parts.items():
+                self.by_precision[precision] += executed * macs
+                self.per_layer[entry.name] += executed * macs
+                self.accounted += accounted * macs
+
+    def _nominal_steps(self):
+        if self.drop_counter is None:
+            return self.steps
+        return max(int(self.drop_counter.nominal.numpy()) - self._nominal_start, self.steps)
+
+    def result(self):
+        executed = float(sum(self.by_precision.values()))
+        nominal = self._nominal_steps()
+        standard = float(self.standard_step_macs) * nominal
+        energy = sum(mac_energy_pj(p) * m for p, m in self.by_precision.items())
+        standard_energy = mac_energy_pj("fp32") * standard
+        return {
+            "steps": self.steps, "nominal_steps": nominal,
+            "executed_macs": executed, "accounted_macs": float(self.accounted),
+            "standard_macs": standard,
+            "compute_saving": 1.0 - executed / standard if standard else 0.0,
+            "energy_pj": float(energy), "standard_energy_pj": float(standard_energy),
+            "energy_saving": 1.0 - energy / standard_energy if standard_energy else 0.0,
+            "macs_by_precision": {k: float(v) for k, v in self.by_precision.items()},
+        }
+
+    def on_epoch_end(self, epoch, logs=None):
+        snapshot = self.result()
+        self.history.append(snapshot)
+        if logs is not None:
+            logs["compute_saving"] = snapshot["compute_saving"]
+            logs["energy_saving_estimate"] = snapshot["energy_saving"]
+
+    @property
+    def totals(self):
+        return self.result()
