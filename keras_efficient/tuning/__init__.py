@@ -1,3 +1,7 @@
 """keras-tuner search spaces for the library's hyperparameters."""
 
-__all__ = []
+from keras_efficient.tuning.adaptive_dropout import adaptive_dropout_hyperparameters
+
+__all__ = [
+    "adaptive_dropout_hyperparameters",
+]
