@@ -1,7 +1,9 @@
 """Swap a model's Dense / Conv2D layers for their PSG versions (E²-Train's algorithm level)."""
 
 from keras_efficient.backend import keras, register_serializable
+from keras_efficient.layers.gated_residual import GatedResidualBlock
 from keras_efficient.layers.residual_block import ResidualBlock
+from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.training.psg import validate_psg_config
 from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
 
@@ -51,8 +53,9 @@ def convert_to_psg(model, input_bits=8, weight_bits=8, grad_bits=16, input_msb_b
 
     `keras.layers.Dense` → `PSGDense`, `keras.layers.Conv2D` → `PSGConv2D` (only
     the exact classes; stride/padding kept, dilated or grouped convolutions are
-    rejected by `PSGConv2D`), `ResidualBlock` → `PSGResidualBlock`; every other
-    layer is rebuilt from its config. Weights are copied; the model is not compiled.
+    rejected by `PSGConv2D`), `ResidualBlock` → `PSGResidualBlock`, also inside a
+    `GatedResidualBlock` or `StochasticDepth`; every other layer is rebuilt from
+    its config. Weights are copied; the model is not compiled.
 
     Args:
       model: a functional or Sequential Keras model.
@@ -76,6 +79,10 @@ def convert_to_psg(model, input_bits=8, weight_bits=8, grad_bits=16, input_msb_b
             return PSGConv2D(**config, **psg)
         if wanted and type(layer) is ResidualBlock:
             return PSGResidualBlock(**config, **psg)
+        if wanted and isinstance(layer, (GatedResidualBlock, StochasticDepth)) and \
+                type(layer.block) is ResidualBlock:
+            config["block"] = keras.layers.serialize(
+                PSGResidualBlock(**layer.block.get_config(), **psg))
         return layer.__class__.from_config(config)
 
     new = keras.models.clone_model(model, clone_function=clone)

@@ -127,3 +127,20 @@ def test_convert_resnet_to_psg_keeps_outputs_close_and_trains():
     hist = psg.fit(x, np.arange(4), epochs=1, verbose=0)
     assert np.isfinite(hist.history["loss"][0])
     assert "stem_conv_psg_fraction" in hist.history
+
+
+def test_convert_gated_resnet_keeps_gates_and_weights():
+    from keras_efficient.models import gated_blocks_of, gated_resnet
+    from keras_efficient.training import PSGResidualBlock, convert_to_psg
+
+    keras.utils.set_random_seed(0)
+    model = gated_resnet(depth=8, input_shape=(8, 8, 3), base_filters=4, mode="mask")
+    psg = convert_to_psg(model, input_bits=32, weight_bits=32, grad_bits=32, input_msb_bits=32,
+                         grad_msb_bits=32)
+    blocks = gated_blocks_of(psg)
+    assert len(blocks) == 1 and isinstance(blocks[0].block, PSGResidualBlock)
+    assert blocks[0].gate is not None
+    assert float(blocks[0].flops_fraction.numpy()) == 1.0
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
+    # 32-bit quantisers: the converted model computes what the original does.
+    np.testing.assert_allclose(psg(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
