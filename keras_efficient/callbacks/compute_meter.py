@@ -113,7 +113,8 @@ class ComputeMeter(keras.callbacks.Callback):
       totals: dict with `executed_macs`, `standard_macs`, `compute_saving`,
         `energy_pj`, `standard_energy_pj`, `energy_saving` (estimates),
         `accounted_macs` (mask-mode gates counted as skipping), `steps`,
-        `nominal_steps`, `macs_by_precision`.
+        `nominal_steps`, `macs_by_precision`, `skip_ratio` (the skipped fraction of
+        the MACs of gated / stochastic-depth blocks).
       per_layer: executed MACs per layer name.
       history: list of per-epoch `totals` snapshots (cumulative).
     """
@@ -134,6 +135,8 @@ class ComputeMeter(keras.callbacks.Callback):
         self.by_precision = collections.Counter()
         self.per_layer = collections.Counter()
         self.accounted = 0.0
+        self.skippable_full = 0.0
+        self.skippable_executed = 0.0
         self.steps = 0
         self._nominal_start = 0 if self.drop_counter is None else int(
             self.drop_counter.nominal.numpy())
@@ -166,6 +169,10 @@ class ComputeMeter(keras.callbacks.Callback):
                 parts[key] = parts.get(key, 0.0) + (1.0 - frac) * fwd
             else:
                 parts = {"fp32": 3.0 * fwd}
+            if entry.scale_source is not None:
+                total = sum(parts.values())
+                self.skippable_full += total
+                self.skippable_executed += executed * total
             for precision, macs in parts.items():
                 self.by_precision[precision] += executed * macs
                 self.per_layer[entry.name] += executed * macs
@@ -190,6 +197,8 @@ class ComputeMeter(keras.callbacks.Callback):
             "energy_pj": float(energy), "standard_energy_pj": float(standard_energy),
             "energy_saving": 1.0 - energy / standard_energy if standard_energy else 0.0,
             "macs_by_precision": {k: float(v) for k, v in self.by_precision.items()},
+            "skip_ratio": (1.0 - self.skippable_executed / self.skippable_full
+                           if self.skippable_full else 0.0),
         }
 
     def on_epoch_end(self, epoch, logs=None):

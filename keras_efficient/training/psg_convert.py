@@ -1,9 +1,7 @@
 """Swap a model's Dense / Conv2D layers for their PSG versions (E²-Train's algorithm level)."""
 
 from keras_efficient.backend import keras, register_serializable
-from keras_efficient.layers.gated_residual import GatedResidualBlock
 from keras_efficient.layers.residual_block import ResidualBlock
-from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.training.psg import validate_psg_config
 from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
 
@@ -67,6 +65,10 @@ def convert_to_psg(model, input_bits=8, weight_bits=8, grad_bits=16, input_msb_b
     Returns:
       The converted `keras.Model`.
     """
+    # Imported here: the gated layers import this package's FLOP counter.
+    from keras_efficient.layers.gated_residual import GatedResidualBlock
+    from keras_efficient.layers.stochastic_depth import StochasticDepth
+
     psg = validate_psg_config(input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits,
                               beta)
 

@@ -84,6 +84,7 @@ def test_gated_blocks_count_open_fraction():
     assert gate == pytest.approx(3 * (c * 10 + 4 * 10 * (10 + 10) + 10) * 8 * steps)
     skipped = 3 * block_macs * 8 * (steps - sum(rates))
     assert res["executed_macs"] == pytest.approx(res["standard_macs"] - skipped + gate, rel=1e-6)
+    assert res["skip_ratio"] == pytest.approx(1 - sum(rates) / steps, abs=1e-6)
 
 
 def test_psg_precisions_and_fraction():
