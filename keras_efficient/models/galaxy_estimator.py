@@ -24,7 +24,8 @@ __all__ = ["galaxy_shape_estimator", "predict_with_samples"]
 
 def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32, 64, 128, 256),
                            kernel_size=3, event_size=2, num_train_examples=1, kl_weight=1.0,
-                           prior_scale=1.0, posterior_scale_init=-9.0, name=None):
+                           prior_scale=1.0, posterior_scale_init=-9.0,
+                           synchronized_batch_norm=False, name=None):
     """Builds the deterministic (`bayesian=False`) or Bayesian galaxy shape estimator.
 
     Both variants share the layer names: `input_bn`, `conv{i}_a`, `prelu{i}_a`,
@@ -40,6 +41,9 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
       event_size: size of the predicted vector (2: e1, e2).
       num_train_examples, kl_weight, prior_scale, posterior_scale_init: for the
         Bayesian layers (see `FlipoutDense`); unused when `bayesian=False`.
+      synchronized_batch_norm: compute the input BatchNorm statistics over all
+        replicas (`BatchNormalization(synchronized=True)`, TF >= 2.12; not on the
+        IPU path). Then training on n mirrored devices matches one device.
       name: model name (default "galaxy_estimator" or "galaxy_estimator_bnn").
 
     Returns:
@@ -47,6 +51,7 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
       Compile it with `keras_efficient.losses.NegativeLogLikelihood()`.
     """
     check_bool("bayesian", bayesian)
+    check_bool("synchronized_batch_norm", synchronized_batch_norm)
     try:
         input_shape = tuple(input_shape)
     except TypeError:
@@ -77,7 +82,8 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
                                    name=layer_name)
 
     inputs = keras.Input(shape=input_shape, name="images")
-    h = keras.layers.BatchNormalization(name="input_bn")(inputs)
+    bn_kwargs = {"synchronized": True} if synchronized_batch_norm else {}
+    h = keras.layers.BatchNormalization(name="input_bn", **bn_kwargs)(inputs)
     for i, f in enumerate(filters, start=1):
         h = conv(f, 1, "conv{}_a".format(i))(h)
         h = keras.layers.PReLU(name="prelu{}_a".format(i))(h)
