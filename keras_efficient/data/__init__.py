@@ -1,6 +1,7 @@
 """Built-in and generated data sets, and data-pipeline transforms."""
 
 from keras_efficient.data.minibatch_dropping import DropCounter, drop_minibatches
+from keras_efficient.data.galaxies import make_galaxies
 from keras_efficient.data.images import DATASETS, load_digits32, load_images
 from keras_efficient.data.sequences import make_ctc_sequences
 
@@ -11,4 +12,5 @@ __all__ = [
     "load_digits32",
     "load_images",
     "make_ctc_sequences",
+    "make_galaxies",
 ]
