@@ -1,6 +1,10 @@
 """Built-in and generated data sets, and data-pipeline transforms."""
 
-from keras_efficient.data.minibatch_dropping import DropCounter, drop_minibatches
+from keras_efficient.data.minibatch_dropping import (
+    DropCounter,
+    drop_minibatches,
+    smd_steps_per_epoch,
+)
 from keras_efficient.data.galaxies import make_galaxies
 from keras_efficient.data.images import DATASETS, load_digits32, load_images
 from keras_efficient.data.sequences import make_ctc_sequences
@@ -9,6 +13,7 @@ __all__ = [
     "DATASETS",
     "DropCounter",
     "drop_minibatches",
+    "smd_steps_per_epoch",
     "load_digits32",
     "load_images",
     "make_ctc_sequences",

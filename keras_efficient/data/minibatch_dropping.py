@@ -6,6 +6,17 @@ backward, no optimizer update (momentum, weight decay and `optimizer.iterations`
 stay where they were). Other training protocols are unchanged; the energy ratio
 of the paper is performed steps / nominal steps ≈ 1 − rate.
 
+Using it with `model.fit`: Keras 2 fixes the number of steps of every epoch to
+that of the first epoch when the input has unknown cardinality (and stops with
+"Your input ran out of data" when a later epoch is shorter), while SMD's epochs
+differ in length. Repeat the dropped stream and give the steps per epoch:
+
+    train = drop_minibatches(batches, 0.5, seed=0).repeat()
+    model.fit(train, steps_per_epoch=smd_steps_per_epoch(num_batches, 0.5), ...)
+
+Every pass over `batches` is a new draw (a new epoch for the stateless seeds)
+and a Keras epoch is then (1 − rate)·num_batches performed steps on average.
+
 Note on Keras 2 and datasets of unknown cardinality (any filtered dataset): at
 the end of each epoch the call that meets the end of the data still runs the
 optimizer's data-independent updates (decoupled `weight_decay` and the
@@ -18,7 +29,7 @@ import random
 from keras_efficient.backend import tf
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
 
-__all__ = ["DropCounter", "drop_minibatches"]
+__all__ = ["DropCounter", "drop_minibatches", "smd_steps_per_epoch"]
 
 class DropCounter:
     """Bookkeeping of nominal vs performed (kept) mini-batches, in two int64 variables.
@@ -103,3 +114,10 @@ def drop_minibatches(dataset, rate=0.5, seed=None, counter=None):
     out = epochs.flat_map(per_epoch).filter(keep).map(lambda e, i, batch: batch)
     out._smd_epoch_variable = epoch  # keeps the counter alive with the dataset
     return out
+
+
+def smd_steps_per_epoch(num_batches, rate):
+    """Expected performed steps of one SMD epoch, round((1 − rate)·num_batches), at least 1."""
+    num_batches = check_int("num_batches", num_batches, low=1)
+    rate = check_float("rate", rate, low=0.0, high=1.0, high_inclusive=False)
+    return max(1, int(round((1.0 - rate) * num_batches)))

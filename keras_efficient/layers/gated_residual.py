@@ -70,7 +70,10 @@ class GatedResidualBlock(keras.layers.Layer):
 
     Call arguments:
       inputs: `[batch, height, width, channels]`.
-      training: BatchNormalization mode, gate-rate metric.
+      training: BatchNormalization mode; in training the open fraction is kept in
+        the weight `open_fraction` (read by `ComputeMeter`) and reported as the
+        metric `<name>_gate_rate` (training only: Keras shows a validation copy of it
+        that stays 0).
       decisions: optional `[batch]` 0/1 tensor replacing the hard decisions (tests,
         forced gates); the straight-through gradient still reaches the gate.
 

@@ -55,8 +55,21 @@ class _PSGMixin:
         return {k: self.psg_config[k] for k in ("input_bits", "grad_bits", "input_msb_bits",
                                                  "grad_msb_bits", "beta")}
 
-    def _record(self, fraction, tensors):
-        update = self.predicted_fraction.assign(fraction)
+    def _fraction_handle(self):
+        # The resource handle is taken in the forward pass, so a gradient computed inside
+        # a `tf.cond` branch (a gated block in "gather" mode) reaches the variable
+        # through a forward intermediate instead of capturing it anew.
+        # Under a strategy's cross-replica context (building a model in its scope)
+        # there is no per-replica handle and nothing to record.
+        if tf.distribute.has_strategy() and tf.distribute.in_cross_replica_context():
+            return None
+        variable = getattr(self.predicted_fraction, "_variable", self.predicted_fraction)
+        return tf.identity(variable.handle)
+
+    def _record(self, handle, fraction, tensors):
+        if handle is None:
+            return tensors
+        update = tf.raw_ops.AssignVariableOp(resource=handle, value=fraction)
         with tf.control_dependencies([update]):
             return [tf.identity(t) for t in tensors]
 
@@ -123,6 +136,7 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
 
         @tf.custom_gradient
         def forward(x, kernel, bias):
+            handle = self._fraction_handle()
             qw = fixed_point_quantize(kernel, cfg["weight_bits"])
             y = tf.tensordot(fixed_point_quantize(x, cfg["input_bits"]), qw, [[rank - 1], [0]])
             y = y + bias
@@ -132,7 +146,7 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
                 dx = tf.tensordot(qg, qw, [[rank - 1], [1]])
                 dw, fraction = psg_weight_gradient(x, dy, return_fraction=True, **kwargs)
                 db = tf.sign(tf.reduce_sum(tf.reshape(qg, [-1, self.units]), axis=0))
-                return self._record(fraction, [dx, dw, db])
+                return self._record(handle, fraction, [dx, dw, db])
 
             return y, grad
 
@@ -202,6 +216,7 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
 
         @tf.custom_gradient
         def forward(x, kernel, bias):
+            handle = self._fraction_handle()
             qw = fixed_point_quantize(kernel, cfg["weight_bits"])
             qx = fixed_point_quantize(x, cfg["input_bits"])
             y = tf.nn.conv2d(qx, qw, strides, padding) + bias
@@ -215,7 +230,7 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
                     x, dy, kernel_shape, tuple(self.strides), self.padding,
                     return_fraction=True, **kwargs)
                 db = tf.sign(tf.reduce_sum(qg, axis=[0, 1, 2]))
-                return self._record(fraction, [dx, dw, db])
+                return self._record(handle, fraction, [dx, dw, db])
 
             return y, grad
 

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.data import DropCounter, drop_minibatches
+from keras_efficient.data import DropCounter, drop_minibatches, smd_steps_per_epoch
 
 
 def _indices(ds):
@@ -95,3 +95,21 @@ def test_bad_dataset_seed_counter():
         drop_minibatches(tf.data.Dataset.range(3), 0.5, seed=-1)
     with pytest.raises(TypeError, match="counter"):
         drop_minibatches(tf.data.Dataset.range(3), 0.5, counter=object())
+
+
+def test_repeated_stream_with_fit_steps_per_epoch():
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(80, 4)).astype(np.float32)
+    y = rng.normal(size=(80, 3)).astype(np.float32)
+    base = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    counter = DropCounter()
+    steps = smd_steps_per_epoch(10, 0.5)
+    assert steps == 5 and smd_steps_per_epoch(3, 0.9) == 1
+    model = _model()
+    model.fit(drop_minibatches(base, 0.5, seed=4, counter=counter).repeat(), epochs=6,
+              steps_per_epoch=steps, verbose=0)
+    assert int(model.optimizer.iterations.numpy()) == 30
+    kept, nominal = int(counter.kept.numpy()), int(counter.nominal.numpy())
+    assert kept >= 30 and nominal >= 40
+    with pytest.raises(ValueError, match="num_batches"):
+        smd_steps_per_epoch(0, 0.5)

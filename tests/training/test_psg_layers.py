@@ -144,3 +144,17 @@ def test_convert_gated_resnet_keeps_gates_and_weights():
     x = np.random.default_rng(0).uniform(size=(4, 8, 8, 3)).astype(np.float32)
     # 32-bit quantisers: the converted model computes what the original does.
     np.testing.assert_allclose(psg(x).numpy(), model(x).numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_psg_inside_gather_mode_gates_trains_and_records_fraction():
+    from keras_efficient.models import gated_blocks_of, gated_resnet
+    from keras_efficient.training import convert_to_psg
+
+    keras.utils.set_random_seed(0)
+    psg = convert_to_psg(gated_resnet(depth=8, input_shape=(8, 8, 3), base_filters=4,
+                                      mode="gather"))
+    psg.compile(keras.optimizers.SGD(0.01), keras.losses.SparseCategoricalCrossentropy(True))
+    x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype(np.float32)
+    psg.fit(x, np.arange(8), epochs=1, verbose=0)
+    conv = gated_blocks_of(psg)[0].block.conv1
+    assert 0.0 < float(conv.predicted_fraction.numpy()) <= 1.0
