@@ -6,6 +6,7 @@ from keras_efficient.models.conformer_encoder import (
     ctc_greedy_decode,
     token_error_rate,
 )
+from keras_efficient.models.flow_vae import FlowVAE
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
 from keras_efficient.models.resnet import cifar_resnet
 from keras_efficient.models.gated_resnet import (
@@ -24,6 +25,7 @@ __all__ = [
     "ReBEL",
     "split_functional_model",
     "cifar_resnet",
+    "FlowVAE",
     "galaxy_shape_estimator",
     "predict_with_samples",
     "expected_sd_survival",
