@@ -1,7 +1,10 @@
 """keras-tuner search spaces for the library's hyperparameters."""
 
 from keras_efficient.tuning.adaptive_dropout import adaptive_dropout_hyperparameters
+from keras_efficient.tuning.bnn import bnn_hypermodel, bnn_hyperparameters
 
 __all__ = [
     "adaptive_dropout_hyperparameters",
+    "bnn_hypermodel",
+    "bnn_hyperparameters",
 ]
