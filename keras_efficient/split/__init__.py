@@ -8,6 +8,7 @@ from keras_efficient.split.baselines import (
 from keras_efficient.split.coverage import (
     accuracy_vs_coverage,
     coverage_curve,
+    exit_score,
     split_accuracy,
     threshold_for_coverage,
 )
@@ -45,6 +46,7 @@ __all__ = [
     "dirichlet_partition",
     "early_exit_decision",
     "end_to_end_delay",
+    "exit_score",
     "export_device_model",
     "export_device_tflite",
     "export_server_model",

@@ -5,7 +5,7 @@ import numpy as np
 from keras_efficient.utils.validation import check_float, invalid_argument
 
 __all__ = ["coverage_curve", "threshold_for_coverage", "split_accuracy",
-           "accuracy_vs_coverage"]
+           "accuracy_vs_coverage", "exit_score"]
 
 
 def _vector(name, value, dtype=None):
@@ -13,6 +13,29 @@ def _vector(name, value, dtype=None):
     if arr.ndim != 1 or arr.size == 0:
         raise invalid_argument(name, "a non-empty 1-D array", getattr(arr, "shape", value))
     return arr
+
+
+def exit_score(log_probs):
+    """−log(1 − max_c γ_c), from class log-probabilities (n, C), in float64.
+
+    A monotone transform of the confidence max_c γ_c that does not saturate: a
+    Gaussian mixture classifier often gives max γ = 1.0 exactly in float32 for
+    many samples, which ties them at the top and makes low coverages unreachable
+    by a threshold on γ. log(1 − max γ) = logsumexp of the other classes' log γ,
+    which stays distinct. Threshold t on γ equals threshold −log(1 − t) on the score.
+    """
+    lp = np.asarray(log_probs, np.float64)
+    if lp.ndim != 2 or lp.shape[1] < 2:
+        raise invalid_argument("log_probs", "an (n, C) array with C >= 2",
+                               getattr(lp, "shape", log_probs))
+    top = lp.argmax(1)
+    others = lp.copy()
+    others[np.arange(len(lp)), top] = -np.inf
+    peak = others.max(1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lse = peak[:, 0] + np.log(np.sum(np.exp(others - np.where(np.isfinite(peak), peak, 0.0)),
+                                         axis=1))
+    return np.where(np.isfinite(peak[:, 0]), -lse, np.inf)
 
 
 def coverage_curve(confidence, correct, thresholds=None):

@@ -6,6 +6,7 @@ import pytest
 from keras_efficient.split.coverage import (
     accuracy_vs_coverage,
     coverage_curve,
+    exit_score,
     split_accuracy,
     threshold_for_coverage,
 )
@@ -56,3 +57,19 @@ def test_bad_inputs():
         coverage_curve([0.1, 0.2], [True])
     with pytest.raises(ValueError, match="same length"):
         split_accuracy([0], [0, 1], [0], [True])
+
+
+def test_exit_score_is_monotone_and_unsaturated():
+    from scipy.special import log_softmax
+    logits = np.array([[0.0, -100.0, -120.0], [0.0, -90.0, -200.0], [1.0, 0.0, 0.0],
+                       [0.0, 0.0, 0.0]])
+    lp = log_softmax(logits, axis=-1).astype("float32")
+    conf = np.exp(lp.max(1))
+    assert conf[0] == conf[1] == 1.0  # saturated in float32
+    score = exit_score(lp)
+    top = np.exp(log_softmax(logits[2:], axis=-1).max(1))
+    np.testing.assert_allclose(score[2:], -np.log(1.0 - top), rtol=1e-6)
+    np.testing.assert_allclose(score[:2], [100.0, 90.0], rtol=1e-5)
+    assert score[0] > score[1] > score[2] > score[3]
+    with pytest.raises(ValueError, match="log_probs"):
+        exit_score(np.zeros((3, 1)))
