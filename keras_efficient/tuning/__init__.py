@@ -3,8 +3,10 @@
 from keras_efficient.tuning.adaptive_dropout import adaptive_dropout_hyperparameters
 from keras_efficient.tuning.e2_train import E2TrainHyperModel, e2_train_hyperparameters
 from keras_efficient.tuning.bnn import bnn_hypermodel, bnn_hyperparameters
+from keras_efficient.tuning.rebel import ReBELHyperModel
 
 __all__ = [
+    "ReBELHyperModel",
     "E2TrainHyperModel",
     "e2_train_hyperparameters",
     "adaptive_dropout_hyperparameters",
