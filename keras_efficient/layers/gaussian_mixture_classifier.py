@@ -65,7 +65,8 @@ class GaussianMixtureClassifier(keras.layers.Layer):
         log γ_c(z) = logsumexp_k y_ck − logsumexp_{c',k'} y_{c'k'}
 
     where log N is evaluated through the Cholesky factor R of Σ_ck = R Rᵀ:
-    log N = −½ (d log 2π + 2 Σ_i log R_ii + ‖R⁻¹(z − μ)‖²). All of this runs in
+    log N = −½ (d log 2π + 2 Σ_i log R_ii + ‖R⁻¹(z − μ)‖²), with R⁻¹ applied as a
+    matrix product (see `inference_factors`). All of this runs in
     float32 even under a mixed precision policy, and the output stays float32
     (log-probabilities below −65504 do not exist in float16, and confidence
     thresholds near 1 need the resolution). The layer's dtype policy defaults to
@@ -169,31 +170,67 @@ class GaussianMixtureClassifier(keras.layers.Layer):
 
     # -- inference --------------------------------------------------------------------------
 
-    def component_log_prob(self, z):
-        """y_ck = log π_ck + log N(z; μ_ck, Σ_ck), shape (batch, C, K), float32."""
-        z = tf.cast(z, tf.float32)
-        diff = z[:, None, None, :] - self.means[None]  # (B, C, K, d)
-        chol = self.covariance_cholesky()
+    def inference_factors(self):
+        """Parameter-only quantities of log N(z; μ_ck, Σ_ck), computed once per call (or cached).
+
+        With R the Cholesky factor of Σ (Σ = R Rᵀ) and W = R⁻¹:
+
+            log π_ck + log N = b_ck − ½ ‖W z − W μ‖²,   b_ck = log π_ck − ½ (d log 2π + log|Σ|)
+
+        "diag": W = diag(1/s), so ‖W(z − μ)‖² = Σ z²/s² − 2 Σ z μ/s² + Σ μ²/s², two
+        matrix products (Σ ⪰ I keeps 1/s² <= 1, so the expansion does not lose
+        float32 precision for embeddings of moderate norm). Returns a dict of float32
+        tensors: "diag": `precision` (C, K, d), `scaled_means` μ/s² (C, K, d), `bias`
+        (C, K) including −½ Σ μ²/s²; "full": `whitening` W (C, K, d, d),
+        `white_means` W μ (C, K, d), `bias` (C, K).
+        """
+        self._require_built("inference_factors")
+        log_pi = self.log_weights()
+        const = self.dim * _LOG_2PI
+        means = tf.convert_to_tensor(self.means)
         if self.covariance == "diag":
-            maha = tf.reduce_sum(tf.square(diff / chol[None]), axis=-1)
-            log_det = 2.0 * tf.reduce_sum(tf.math.log(chol), axis=-1)
-        else:
-            # Solve R w = (z − μ) for every component: (C, K, d, B).
-            rhs = tf.transpose(diff, [1, 2, 3, 0])
-            white = tf.linalg.triangular_solve(chol, rhs, lower=True)
-            maha = tf.transpose(tf.reduce_sum(tf.square(white), axis=-2), [2, 0, 1])
-            log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1)
-        log_normal = -0.5 * (self.dim * _LOG_2PI + log_det[None] + maha)
-        return self.log_weights()[None] + log_normal
+            variance = self.covariances()
+            precision = 1.0 / variance
+            scaled = means * precision
+            log_det = tf.reduce_sum(tf.math.log(variance), axis=-1)
+            bias = log_pi - 0.5 * (const + log_det + tf.reduce_sum(means * scaled, axis=-1))
+            return {"precision": precision, "scaled_means": scaled, "bias": bias}
+        chol = self.covariance_cholesky()
+        eye = tf.eye(self.dim, batch_shape=tf.shape(chol)[:2], dtype=tf.float32)
+        whitening = tf.linalg.triangular_solve(chol, eye, lower=True)
+        log_det = 2.0 * tf.reduce_sum(tf.math.log(tf.linalg.diag_part(chol)), axis=-1)
+        return {"whitening": whitening,
+                "white_means": tf.einsum("ckij,ckj->cki", whitening, means),
+                "bias": log_pi - 0.5 * (const + log_det)}
+
+    def component_log_prob(self, z, factors=None):
+        """y_ck = log π_ck + log N(z; μ_ck, Σ_ck), shape (batch, C, K), float32.
+
+        `factors` from `inference_factors()` may be passed to skip the per-call
+        factorisation (inference with frozen parameters).
+        """
+        z = tf.cast(z, tf.float32)
+        factors = factors if factors is not None else self.inference_factors()
+        if self.covariance == "diag":
+            quad = tf.einsum("bd,ckd->bck", tf.square(z), factors["precision"])
+            cross = tf.einsum("bd,ckd->bck", z, factors["scaled_means"])
+            return factors["bias"][None] - 0.5 * quad + cross
+        white = tf.einsum("ckij,bj->bcki", factors["whitening"], z)
+        maha = tf.reduce_sum(tf.square(white - factors["white_means"][None]), axis=-1)
+        return factors["bias"][None] - 0.5 * maha
+
+    def log_class_probs(self, z, factors=None):
+        """log γ_c(z) of Eq. (6), (batch, C), from embeddings (no input validation)."""
+        y = self.component_log_prob(z, factors)
+        class_log = tf.reduce_logsumexp(y, axis=-1)  # (B, C)
+        return class_log - tf.reduce_logsumexp(class_log, axis=-1, keepdims=True)
 
     def call(self, inputs):
         z = tf.convert_to_tensor(inputs)
         if self.validate_inputs:
             with tf.control_dependencies([assert_finite(z, self.name)]):
                 z = tf.identity(z)
-        y = self.component_log_prob(z)
-        class_log = tf.reduce_logsumexp(y, axis=-1)  # (B, C)
-        return class_log - tf.reduce_logsumexp(class_log, axis=-1, keepdims=True)
+        return self.log_class_probs(z)
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)[:-1].concatenate([self.num_classes])
@@ -202,17 +239,19 @@ class GaussianMixtureClassifier(keras.layers.Layer):
         return tf.TensorSpec(self.compute_output_shape(input_signature.shape), tf.float32)
 
     def count_flops(self):
-        """Multiply-adds ×2 per query of the inference path (Table I), excluding parameter prep.
+        """FLOPs per query of the inference path with cached `inference_factors()` (Table I).
 
-        diag: per component d subtractions, d divisions, d squares and d additions
-        (4d) plus the constant; full: d subtractions and a triangular solve (d²)
-        plus d squares and additions. The two log-sum-exps add about 3·C·K.
+        A multiply-add counts 2. diag: z² (d, shared) and two length-d dot products
+        per component (4d) plus the bias; full: W z (2d² per component, W lower
+        triangular but applied densely) and ‖W z − W μ‖² (3d). The two
+        log-sum-exps add about 3 per component.
         """
         self._require_built("count_flops")
         d = self.dim
-        per = 4 * d if self.covariance == "diag" else d * d + 3 * d
+        per = 4 * d + 2 if self.covariance == "diag" else 2 * d * d + 3 * d + 1
         ck = self.num_classes * self.components_per_class
-        return ck * (per + 2) + 3 * ck
+        shared = d if self.covariance == "diag" else 0
+        return shared + ck * per + 3 * ck
 
     def get_config(self):
         config = super().get_config()

@@ -190,3 +190,16 @@ def test_paper_size_full_finite_values_and_gradients():
 @pytest.mark.slow
 def test_paper_size_full_mixed_precision(mixed_precision):
     _paper_size_check("full", 4)
+
+
+@pytest.mark.parametrize("covariance", ["full", "diag"])
+def test_cached_inference_factors(covariance):
+    rng = np.random.default_rng(5)
+    layer = GaussianMixtureClassifier(3, 2, covariance=covariance)
+    z = rng.normal(size=(4, 6)).astype("float32")
+    layer(z)
+    _randomise(layer, rng)
+    factors = layer.inference_factors()
+    ref = _scipy_log_gamma(layer, z.astype(np.float64))
+    np.testing.assert_allclose(layer.log_class_probs(z, factors).numpy(), ref, rtol=1e-4,
+                               atol=2e-4)
