@@ -24,22 +24,39 @@ __all__ = ["AdaptiveDropout"]
 _INFERENCE_MODES = ("hard", "expected")
 
 
-@tf.custom_gradient
-def _straight_through_step(logits):
-    """H(z) forward (Eq. 3, H(z) = 1 for z > 0), d sigma(z)/dz backward (Eq. 4)."""
-    probabilities = tf.sigmoid(logits)
-
-    def grad(upstream):
-        return upstream * probabilities * (1.0 - probabilities)
-
-    return tf.cast(logits > 0.0, logits.dtype), grad
-
-
-def _sample_logistic(shape, seed):
-    """Standard logistic noise eps = log(u) - log(1 - u), u ~ U(0, 1), float32."""
+def _sample_uniform(shape, seed):
+    """u ~ U(0, 1) in float32, kept away from 0 and 1 so that logit(u) is finite."""
     tiny = 1e-7
-    u = tf.random.uniform(shape, minval=tiny, maxval=1.0 - tiny, dtype=tf.float32, seed=seed)
-    return tf.math.log(u) - tf.math.log1p(-u)
+    return tf.random.uniform(shape, minval=tiny, maxval=1.0 - tiny, dtype=tf.float32, seed=seed)
+
+
+def _gumbel_sigmoid_mask(logits, uniform, reduce_axes):
+    """m = H(beta + eps) forward (Eq. 3), d sigma(beta + eps)/d beta backward (Eq. 4).
+
+    eps = log(u) - log(1 - u) is standard logistic for u ~ U(0, 1). Both passes avoid
+    per-element transcendental functions: with p = sigma(beta) (one per unit),
+    beta + eps > 0  <=>  u > 1 - p, and sigma(beta + eps) = u p / (u p + (1 - u)(1 - p)).
+
+    Args:
+      logits: beta, float32, broadcastable to `uniform`.
+      uniform: u, float32 of the full noise shape (not differentiated).
+      reduce_axes: the axes along which `logits` is broadcast (summed in the gradient).
+    """
+
+    @tf.custom_gradient
+    def mask_fn(beta):
+        p = tf.sigmoid(beta)
+        mask = tf.cast(uniform > 1.0 - p, tf.float32)
+
+        def grad(upstream):
+            up = uniform * p
+            s = up / (up + (1.0 - uniform) * (1.0 - p))
+            g = upstream * s * (1.0 - s)
+            return tf.reduce_sum(g, axis=reduce_axes, keepdims=True) if reduce_axes else g
+
+        return mask, grad
+
+    return mask_fn(logits)
 
 
 def _resolve_schedule(schedule):
@@ -71,7 +88,9 @@ class AdaptiveDropout(keras.layers.Layer):
     `shared_axes`; there is no 1/p rescaling. The forward pass uses the exact
     step function H; the backward pass uses the gradient of sigma(beta + eps)
     (straight-through), so a unit receives gradient also when its sampled mask
-    was 0.
+    was 0. Both are computed from u ~ U(0, 1) with eps = logit(u) and
+    p = sigma(beta) per unit: m = 1[u > 1 - p] and sigma(beta + eps) =
+    u p / (u p + (1 - u)(1 - p)), without per-element exp/log.
 
     Inference: `inference="hard"` gives m = 1[beta >= threshold] (the paper's
     evaluation: units with beta < threshold are pruned); `"expected"` gives
@@ -155,6 +174,7 @@ class AdaptiveDropout(keras.layers.Layer):
         self._shared = tuple(sorted(shared))
         self._units_shape = tuple(int(shape[a]) for a in self._unit)
         self._broadcast_shape = [1] * rank
+        self._reduce_axes = [a for a in range(rank) if a not in self._unit]
         for a in self._unit:
             self._broadcast_shape[a] = int(shape[a])
         self.retention_raw = self.add_weight(
@@ -238,8 +258,6 @@ class AdaptiveDropout(keras.layers.Layer):
 
     def call(self, inputs, training=None):
         inputs = tf.convert_to_tensor(inputs)
-        inputs = tf.debugging.assert_all_finite(
-            inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
         if isinstance(training, tf.Tensor):
             return tf.cond(training, lambda: self._train(inputs), lambda: self._infer(inputs))
         if training:
@@ -251,12 +269,15 @@ class AdaptiveDropout(keras.layers.Layer):
         beta = tf.reshape(self._logits(t), self._broadcast_shape)
         dynamic = tf.shape(inputs)
         noise_shape = [1 if a in self._shared else dynamic[a] for a in range(self._rank)]
-        noise = _sample_logistic(tf.stack(noise_shape), self.seed)
-        mask = _straight_through_step(beta + noise)
+        uniform = _sample_uniform(tf.stack(noise_shape), self.seed)
+        mask = _gumbel_sigmoid_mask(beta, uniform, self._reduce_axes)
         self.step_counter.assign_add(1)
         return inputs * tf.cast(mask, inputs.dtype)
 
     def _infer(self, inputs):
+        # Training passes NaN on to the loss; inference fails with a clear message.
+        inputs = tf.debugging.assert_all_finite(
+            inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
         beta = tf.reshape(self._logits(self.step_counter), self._broadcast_shape)
         if self.inference == "hard":
             mask = tf.cast(beta >= self.effective_threshold, tf.float32)
