@@ -76,8 +76,9 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
 
     def conv(f, strides, layer_name):
         if bayesian:
+            # NaN/Inf are caught once, by the head (check_finite there), not per layer.
             return FlipoutConv2D(f, kernel_size, strides=strides, padding="same", name=layer_name,
-                                 **bayes)
+                                 check_finite=False, **bayes)
         return keras.layers.Conv2D(f, kernel_size, strides=strides, padding="same",
                                    name=layer_name)
 

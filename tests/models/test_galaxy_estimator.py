@@ -109,3 +109,11 @@ def test_predict_with_samples_bad_arguments():
         predict_with_samples(model, np.zeros((2, 16, 16, 6), np.float32), num_samples=0)
     with pytest.raises(ValueError, match="empty batch"):
         predict_with_samples(model, np.zeros((0, 16, 16, 6), np.float32))
+
+
+@pytest.mark.parametrize("bayesian", [False, True])
+def test_nan_images_raise(bayesian):
+    x, _ = _data(2)
+    x[0, 3, 3, 1] = np.nan
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        _small(bayesian)(x)
