@@ -71,7 +71,8 @@ def main():
         "machine": platform.processor() or platform.machine(), "batch": BATCH,
         "median_step_s": median, "time_ratio_psg_over_sgd": median["psg"] / median["sgd_float32"],
         "energy_estimate_pj_per_step": {k: e["energy_pj"] for k, e in energy.items()},
-        "energy_saving_estimate": 1.0 - energy["psg"]["energy_pj"] / energy["sgd_float32"]["energy_pj"],
+        "energy_saving_estimate":
+            1.0 - energy["psg"]["energy_pj"] / energy["sgd_float32"]["energy_pj"],
         "macs_by_precision_psg": energy["psg"]["macs_by_precision"],
     }
     print("step time: SGD float32 {:.1f} ms, PSG {:.1f} ms ({:.2f}x slower in software)".format(

@@ -1,4 +1,4 @@
-"""Compute meter: MACs actually executed in training, by layer and precision, and an energy ESTIMATE.
+"""Compute meter: training MACs executed, by layer and precision, and an energy ESTIMATE.
 
 Counted per training step that runs (a batch dropped by `drop_minibatches`
 never reaches a step and counts 0), per sample, from the layers' shapes

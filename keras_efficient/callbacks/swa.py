@@ -122,8 +122,8 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         if self._average is None:
-            tf.get_logger().warning("StochasticWeightAveraging: training ended before start_epoch=%d;"
-                                    " weights left unchanged.", self.start_epoch)
+            tf.get_logger().warning("StochasticWeightAveraging: training ended before "
+                                    "start_epoch=%d; weights left unchanged.", self.start_epoch)
             return
         for variable, avg in zip(self.model.trainable_weights, self._average):
             variable.assign(avg.astype(variable.dtype.as_numpy_dtype))

@@ -62,7 +62,8 @@ class DropCounter:
         self.kept.assign(0)
 
     def result(self):
-        return {"nominal_steps": int(self.nominal.numpy()), "performed_steps": int(self.kept.numpy()),
+        return {"nominal_steps": int(self.nominal.numpy()),
+                "performed_steps": int(self.kept.numpy()),
                 "dropped_steps": self.dropped, "energy_ratio": self.energy_ratio}
 
 

@@ -159,7 +159,8 @@ def run(ctx):
                      r["test_accuracy"], r["compute_saving"], r["skip_ratio"],
                      r["energy_j"], r["energy_saving_estimate"], r["wall_time_s"]])
     ctx.report.add_text(__doc__)
-    ctx.report.add_text("Settings: {}".format(", ".join("{}={}".format(k, v) for k, v in s.items())))
+    ctx.report.add_text("Settings: {}".format(
+        ", ".join("{}={}".format(k, v) for k, v in s.items())))
     ctx.report.add_table(
         "Accuracy and savings against SMB (energy: estimate, Horowitz 45 nm)",
         ["variant", "epochs", "steps run/nominal", "test accuracy", "computational saving",

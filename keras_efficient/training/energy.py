@@ -48,7 +48,8 @@ def mac_energy_pj(precision):
     if precision == "fp32":
         return HOROWITZ_45NM_PJ["fp32_mult"] + HOROWITZ_45NM_PJ["fp32_add"] + _sram_pj(32)
     if not precision.startswith("int") or "x" not in precision:
-        raise ValueError("Unknown precision {!r}: expected 'fp32' or 'int<a>x<b>'.".format(precision))
+        raise ValueError("Unknown precision {!r}: expected 'fp32' or 'int<a>x<b>'.".format(
+            precision))
     a, b = (int(v) for v in precision[3:].split("x"))
     mult = HOROWITZ_45NM_PJ["int8_mult"] * a * b / 64.0
     add = HOROWITZ_45NM_PJ["int8_add"] * min(a + b, 32) / 8.0

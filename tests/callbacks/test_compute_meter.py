@@ -1,4 +1,4 @@
-"""Compute meter: analytic MAC counts, dropped batches, gated blocks, PSG precisions, energy table."""
+"""Compute meter: analytic MACs, dropped batches, gated blocks, PSG precisions, energy table."""
 
 import numpy as np
 import pytest

@@ -95,7 +95,8 @@ def test_bn_model_without_data_fails_clearly():
 
 
 @pytest.mark.parametrize("kwargs,name,error", [
-    (dict(start_epoch=-1), "start_epoch", ValueError), (dict(start_epoch=1.5), "start_epoch", TypeError),
+    (dict(start_epoch=-1), "start_epoch", ValueError),
+    (dict(start_epoch=1.5), "start_epoch", TypeError),
     (dict(start_epoch=0, frequency=0), "frequency", ValueError),
     (dict(start_epoch=0, data=3), "data", TypeError),
 ])

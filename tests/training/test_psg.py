@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 
-from keras_efficient.backend import tf
 from keras_efficient.training import (
     fixed_point_quantize,
     psg_conv2d_weight_gradient,
