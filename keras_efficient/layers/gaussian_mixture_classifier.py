@@ -211,13 +211,18 @@ class GaussianMixtureClassifier(keras.layers.Layer):
         """
         z = tf.cast(z, tf.float32)
         factors = factors if factors is not None else self.inference_factors()
+        c, k, d = self.num_classes, self.components_per_class, self.dim
+        bias = factors["bias"][None]
         if self.covariance == "diag":
-            quad = tf.einsum("bd,ckd->bck", tf.square(z), factors["precision"])
-            cross = tf.einsum("bd,ckd->bck", z, factors["scaled_means"])
-            return factors["bias"][None] - 0.5 * quad + cross
-        white = tf.einsum("ckij,bj->bcki", factors["whitening"], z)
-        maha = tf.reduce_sum(tf.square(white - factors["white_means"][None]), axis=-1)
-        return factors["bias"][None] - 0.5 * maha
+            # Two (B, d) x (d, C·K) products; transpose_b avoids copying the factors.
+            quad = tf.matmul(tf.square(z), tf.reshape(factors["precision"], [c * k, d]),
+                             transpose_b=True)
+            cross = tf.matmul(z, tf.reshape(factors["scaled_means"], [c * k, d]),
+                              transpose_b=True)
+            return bias - 0.5 * tf.reshape(quad - 2.0 * cross, [-1, c, k])
+        white = tf.matmul(z, tf.reshape(factors["whitening"], [c * k * d, d]), transpose_b=True)
+        white = tf.reshape(white, [-1, c, k, d]) - factors["white_means"][None]
+        return bias - 0.5 * tf.reduce_sum(tf.square(white), axis=-1)
 
     def log_class_probs(self, z, factors=None):
         """log γ_c(z) of Eq. (6), (batch, C), from embeddings (no input validation)."""
