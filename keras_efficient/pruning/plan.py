@@ -99,7 +99,8 @@ def _inbound_layer(layer):
     node = _single(layer._inbound_nodes, "inbound", layer)
     inbound = node.inbound_layers
     if isinstance(inbound, (list, tuple)):
-        raise ValueError("Cannot prune around layer `{}`: it has several inputs.".format(layer.name))
+        raise ValueError("Cannot prune around layer `{}`: it has several inputs.".format(
+            layer.name))
     return inbound
 
 

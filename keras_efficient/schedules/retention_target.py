@@ -39,7 +39,8 @@ class RetentionTargetSchedule:
         self.final_target = check_float("final_target", final_target)
         if not self.final_target < self.initial_target:
             raise invalid_argument(
-                "final_target", "a float smaller than initial_target={}".format(self.initial_target),
+                "final_target",
+                "a float smaller than initial_target={}".format(self.initial_target),
                 final_target)
         self.decay_steps = check_int("decay_steps", decay_steps, low=1)
 

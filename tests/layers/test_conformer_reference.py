@@ -38,8 +38,8 @@ def _mask(adl, shape):
 
 
 def ffn(module, x):
-    h = swish(layer_norm(x, _np(module.norm.gamma), _np(module.norm.beta)) @ _np(module.dense1.kernel)
-              + _np(module.dense1.bias))
+    xn = layer_norm(x, _np(module.norm.gamma), _np(module.norm.beta))
+    h = swish(xn @ _np(module.dense1.kernel) + _np(module.dense1.bias))
     h = h * _mask(module.adaptive_dropout, h.shape[-1:])
     return h @ _np(module.dense2.kernel) + _np(module.dense2.bias)
 

@@ -1,0 +1,134 @@
+"""Training-step cost of AdaptiveDropout against keras Dropout.
+
+Two comparisons, side by side in one run:
+
+1. layer: one `fit` step of Input -> Dense -> {AdaptiveDropout | keras Dropout} -> Dense;
+2. block: one `fit` step of a `ConformerBlock` with its five ADL sites against the
+   same block with `adaptive=False` plus a keras Dropout at each of the five sites
+   (`_DropoutSitesBlock`), so both sample the same number of masks.
+
+Prints the median step time and the ratio ADL / Dropout and writes a JSON.
+Usage: python benchmarks/adaptive_dropout_train_step.py [--out FILE] [--repeats N]
+"""
+
+import argparse
+import json
+import os
+import platform
+import time
+
+import numpy as np
+
+from keras_efficient.backend import keras, tf
+from keras_efficient.layers import AdaptiveDropout, ConformerBlock
+from keras_efficient.layers.conformer_ffn import ConformerFeedForward
+
+
+class _DropoutFFN(ConformerFeedForward):
+    def call(self, inputs, training=None):
+        h = self.dense1(self.norm(inputs))
+        h = self._site(h, training=training)
+        return self.dropout(self.dense2(h), training=training)
+
+
+def _dropout_sites_block(model_dim, num_heads, ffn_dim, kernel_size, rate):
+    """A dense ConformerBlock with keras Dropout at the five ADL sites."""
+    block = ConformerBlock(model_dim, num_heads, ffn_dim, kernel_size, rate, adaptive=False)
+    for module in (block.ffn1, block.ffn2):
+        module._site = keras.layers.Dropout(rate)
+        module.call = _DropoutFFN.call.__get__(module)
+    att = block.attention
+    att._q_site, att._v_site = keras.layers.Dropout(rate), keras.layers.Dropout(rate)
+
+    def att_call(inputs, training=None):
+        x = att.norm(inputs)
+        q = att._q_site(att.query(x), training=training)
+        k = att.key(x)
+        v = att._v_site(att.value(x), training=training)
+        scores = tf.einsum("bthk,bshk->bhts", q, k) * (1.0 / np.sqrt(att.head_dim))
+        weights = tf.nn.softmax(scores, axis=-1)
+        return att.dropout(att.output_dense(tf.einsum("bhts,bshk->bthk", weights, v)),
+                           training=training)
+    att.call = att_call
+    conv = block.conv
+    conv._site = keras.layers.Dropout(rate)
+
+    def conv_call(inputs, training=None):
+        h = conv.pointwise_in(conv.norm(inputs))
+        a, g = tf.split(h, 2, axis=-1)
+        z = conv._site(a * tf.sigmoid(g), training=training)
+        z = tf.nn.silu(conv.batch_norm(conv.depthwise(z), training=training))
+        return conv.dropout(conv.pointwise_out(z), training=training)
+    conv.call = conv_call
+    return block
+
+
+def _step_fn(model, x, y):
+    model.compile(keras.optimizers.Adam(1e-3), "mse")
+    step = model.make_train_function()
+    data = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
+    for _ in range(3):
+        step(data)
+
+    def run():
+        start = time.perf_counter()
+        float(step(data)["loss"])
+        return time.perf_counter() - start
+    return run
+
+
+def _interleaved(fns, repeats):
+    """Median time of each fn, measured alternately so load changes hit all alike."""
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            times[k].append(fn())
+    return {k: float(np.median(v)) for k, v in times.items()}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="adaptive_dropout_train_step.json")
+    parser.add_argument("--repeats", type=int, default=30)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    results = {"machine": platform.machine(), "cpus": os.cpu_count(),
+               "tensorflow": tf.__version__}
+
+    x = rng.standard_normal((256, 512)).astype(np.float32)
+    y = rng.standard_normal((256, 64)).astype(np.float32)
+    fns = {}
+    for label, make in (("adaptive_dropout", lambda: AdaptiveDropout(seed=0)),
+                        ("keras_dropout", lambda: keras.layers.Dropout(0.1))):
+        inp = keras.Input((512,))
+        h = keras.layers.Dense(1024, activation="relu")(inp)
+        out = keras.layers.Dense(64)(make()(h))
+        fns[label] = _step_fn(keras.Model(inp, out), x, y)
+    layer_times = _interleaved(fns, args.repeats)
+    results["layer"] = dict(layer_times, ratio=layer_times["adaptive_dropout"] /
+                            layer_times["keras_dropout"])
+
+    dims = dict(model_dim=144, num_heads=4, ffn_dim=576, kernel_size=15)
+    xb = rng.standard_normal((16, 64, 144)).astype(np.float32)
+    fns = {}
+    for label, make in (
+            ("adaptive_dropout", lambda: ConformerBlock(dropout_rate=0.1, seed=0, **dims)),
+            ("keras_dropout", lambda: _dropout_sites_block(rate=0.1, **dims)),
+            ("no_site_dropout", lambda: ConformerBlock(dropout_rate=0.1, adaptive=False,
+                                                       **dims))):
+        inp = keras.Input((64, 144))
+        fns[label] = _step_fn(keras.Model(inp, make()(inp)), xb, xb)
+    block_times = _interleaved(fns, args.repeats)
+    results["conformer_block"] = dict(block_times, ratio=block_times["adaptive_dropout"] /
+                                      block_times["keras_dropout"])
+    for name in ("layer", "conformer_block"):
+        r = results[name]
+        print("{:16s} ADL {:.2f} ms  Dropout {:.2f} ms  ratio {:.3f}".format(
+            name, 1e3 * r["adaptive_dropout"], 1e3 * r["keras_dropout"], r["ratio"]))
+    with open(args.out, "w") as f:
+        json.dump(results, f, indent=2)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
