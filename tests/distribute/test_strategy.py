@@ -136,13 +136,13 @@ def test_mirrored_two_cpus_matches_one_device(bayesian):
 
 def test_static_batches_and_steps_per_execution_with_library_layers():
     """Every batch has the same static size; steps_per_execution > 1 trains the layers."""
-    x, y = _galaxy_data(40)
-    ds = distribute.static_batches(x, y, batch_size=8, shuffle=True, seed=0)
-    assert ds.element_spec[0].shape.as_list() == [8, 16, 16, 6]
-    steps = distribute.batches_per_epoch(len(x), 8)
+    x, y = _galaxy_data(20)
+    ds = distribute.static_batches(x, y, batch_size=4, shuffle=True, seed=0)
+    assert ds.element_spec[0].shape.as_list() == [4, 16, 16, 6]
+    steps = distribute.batches_per_epoch(len(x), 4)
     assert steps == 5
     spe = distribute.check_steps_per_execution(5, steps)
-    model = galaxy_shape_estimator(bayesian=True, input_shape=(16, 16, 6), filters=(4,),
+    model = galaxy_shape_estimator(bayesian=True, input_shape=(16, 16, 6), filters=(2,),
                                    num_train_examples=len(x))
     distribute.check_ipu_compatible(model)
     model.compile(keras.optimizers.Adam(1e-3), loss=NegativeLogLikelihood(), steps_per_execution=spe)
@@ -150,10 +150,10 @@ def test_static_batches_and_steps_per_execution_with_library_layers():
     assert len(hist) == 2 and np.all(np.isfinite(hist))
     # A head with a Bayesian params layer on a flat input, same pipeline.
     inputs = keras.Input((5,))
-    head = MultivariateNormalHead(2, params_layer=FlipoutDense(5, num_train_examples=40))
+    head = MultivariateNormalHead(2, params_layer=FlipoutDense(5, num_train_examples=20))
     flat = keras.Model(inputs, head(inputs))
     flat.compile("adam", loss=NegativeLogLikelihood(), steps_per_execution=5)
-    flat.fit(distribute.static_batches(x[:, 0, 0, :5], y, batch_size=8), epochs=1, verbose=0)
+    flat.fit(distribute.static_batches(x[:, 0, 0, :5], y, batch_size=4), epochs=1, verbose=0)
 
 
 @pytest.mark.parametrize("spe,steps,replicas,match", [
