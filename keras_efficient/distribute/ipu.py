@@ -51,7 +51,7 @@ def ipu_sdk_available():
     """True when `tensorflow.python.ipu` can be imported (Graphcore's TensorFlow)."""
     import sys
     if "tensorflow.python.ipu" in sys.modules:
-        return True
+        return sys.modules["tensorflow.python.ipu"] is not None
     try:
         return importlib.util.find_spec("tensorflow.python.ipu") is not None
     except (ImportError, ValueError):

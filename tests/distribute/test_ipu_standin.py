@@ -132,5 +132,7 @@ def test_bad_num_devices(fake_ipu, num_devices, error):
 
 def test_missing_sdk_message(monkeypatch):
     monkeypatch.setitem(sys.modules, "tensorflow.python.ipu", None)  # import raises ImportError
+    assert not distribute.ipu_sdk_available()
+    assert distribute.describe_devices()["ipu"] is None
     with pytest.raises(RuntimeError, match="Poplar SDK"):
         distribute.make_ipu_strategy()
