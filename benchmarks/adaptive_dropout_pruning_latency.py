@@ -54,7 +54,8 @@ def _set_keep(adl, fraction, rng):
 
 
 def _adls(model):
-    return [l for l in model._flatten_layers(include_self=False) if isinstance(l, AdaptiveDropout)]
+    return [layer for layer in model._flatten_layers(include_self=False)
+            if isinstance(layer, AdaptiveDropout)]
 
 
 def _conformer(fraction, rng, repeats):

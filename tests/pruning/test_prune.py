@@ -70,7 +70,7 @@ def test_mlp_prune_equal_outputs_and_exact_counts():
     pruned = prune(model)
     x = rng.standard_normal((16, 6)).astype(np.float32)
     _assert_same_outputs(model, pruned, x)
-    assert not any(isinstance(l, AdaptiveDropout) for l in pruned.layers)
+    assert not any(isinstance(layer, AdaptiveDropout) for layer in pruned.layers)
     n1, n3 = int(keep1.sum()), int(keep3.sum())
     # Independent closed form: d1 keeps n1 columns; d2 loses every column (no survivor
     # after it) and disappears; d3 loses every input row and becomes its bias on the n3
