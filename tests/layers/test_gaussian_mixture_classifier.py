@@ -13,13 +13,6 @@ from keras_efficient.layers.gaussian_mixture_classifier import (
 from keras_efficient.testing import run_layer_test
 
 
-@pytest.fixture(autouse=True)
-def _unique_collective_keys():
-    """Every MirroredStrategy starts its collective group keys at 1 + `_collective_key_base`
-    (a TensorFlow test hook), so two strategies in one process whose gradients differ in
-    shape collide on the same collective instance; give each test its own key range."""
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
-
 
 def _randomise(layer, rng, scale=0.3):
     layer.mixture_logits.assign(rng.normal(size=layer.mixture_logits.shape).astype("float32"))

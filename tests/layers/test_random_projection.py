@@ -4,15 +4,10 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from keras_efficient.backend import keras, tf
+from keras_efficient.backend import keras
 from keras_efficient.layers.random_projection import RandomProjection, achlioptas_matrix
 from keras_efficient.testing import run_layer_test
 
-
-@pytest.fixture(autouse=True)
-def _unique_collective_keys():
-    """Separate MirroredStrategy collective key ranges per test (TensorFlow test hook)."""
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
 
 
 def test_entry_values_and_frequencies():

@@ -8,11 +8,6 @@ from keras_efficient.layers.variational_head import BottleneckDecoder, Variation
 from keras_efficient.testing import run_layer_test
 
 
-@pytest.fixture(autouse=True)
-def _unique_collective_keys():
-    """Separate MirroredStrategy collective key ranges per test (TensorFlow test hook)."""
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
-
 
 HEAD = {"filters": [6, 5], "latent_channels": 2, "strides": [2, 1]}
 
