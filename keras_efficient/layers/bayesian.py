@@ -9,8 +9,9 @@ cosmology paper)
 where the data term is averaged over a batch, so the KL sum is scaled by
 1 / num_train_examples (the usual minibatch ELBO; the paper's code divides by the
 training set size as well). Each layer adds
-`kl_weight * KL(q || p) / num_train_examples` through `add_loss` on every call,
-so Keras adds it to the compiled loss.
+`kl_weight * KL(q || p) / num_train_examples` through `add_loss` (as a callable
+loss, like a kernel regularizer, registered when the layer is built), so Keras
+adds it to the compiled loss on every step.
 
 The layers subclass TensorFlow Probability's Flipout layers (Wen et al., 2018:
 pseudo-independent weight perturbations per example, a lower-variance form of the
@@ -111,8 +112,12 @@ class _FlipoutMixin:
             outputs = self._apply_variational_bias(outputs)
         if self.activation is not None:
             outputs = self.activation(outputs)
-        self.add_loss(self.kl_divergence())
         return outputs
+
+    def _add_kl_loss(self):
+        # A callable loss (like a kernel regularizer): evaluated wherever `losses` is read
+        # (in the train step, eagerly, after loading), so it never refers to a stale graph.
+        self.add_loss(self.kl_divergence)
 
     def _bayesian_config(self):
         return {
@@ -142,7 +147,7 @@ class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
     """Bayesian Dense layer (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
 
     y = x W + b with W ~ q(W) = N(mu, sigma^2) (mean field), sampled with Flipout
-    on every call; b is a point estimate. Each call adds
+    on every call; b is a point estimate. The layer adds
     `kl_weight * KL(q(W) || N(0, prior_scale^2)) / num_train_examples` via `add_loss`.
 
     Args:
@@ -191,6 +196,7 @@ class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
             raise ValueError("The last dimension of the input of layer `{}` must be defined. "
                              "Received: input_shape={}".format(self.name, input_shape))
         super().build(input_shape)
+        self._add_kl_loss()
 
     def _apply_kernel(self, inputs, kernel):
         return tf.matmul(inputs, kernel) if inputs.shape.rank == 2 else tf.tensordot(
@@ -261,6 +267,7 @@ class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
             raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
                              "Received: input_shape={}".format(self.name, input_shape))
         super().build(input_shape)
+        self._add_kl_loss()
 
     def _apply_kernel(self, inputs, kernel):
         return self._convolution_op(inputs, kernel)

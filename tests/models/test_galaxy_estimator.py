@@ -70,7 +70,7 @@ def test_bayesian_loss_is_nll_plus_scaled_kl():
     model.compile(keras.optimizers.SGD(0.0), loss=NegativeLogLikelihood())
     loss = model.evaluate(x, y, batch_size=8, verbose=0)
     nll = -model(x).log_prob(y).numpy().mean()
-    kl = float(tf.add_n(model.losses))  # from the eager call above; independent of the batch
+    kl = float(tf.add_n(model.losses))  # depends on the weights only, not on the batch
     assert kl > 0
     np.testing.assert_allclose(loss, nll + kl, rtol=1e-4)
 
@@ -117,3 +117,13 @@ def test_nan_images_raise(bayesian):
     x[0, 3, 3, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
         _small(bayesian)(x)
+
+
+def test_kl_losses_readable_after_construction_and_loading(tmp_path):
+    model = _small(True, num_train_examples=50)
+    kl = float(tf.add_n(model.losses))  # no forward pass needed
+    assert kl > 0
+    path = str(tmp_path / "bnn.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    np.testing.assert_allclose(float(tf.add_n(loaded.losses)), kl, rtol=1e-6)
