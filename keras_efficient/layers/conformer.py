@@ -2,7 +2,11 @@
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.conformer_attention import ConformerSelfAttention
-from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.layers.conformer_common import (
+    AdaptiveSettings,
+    build_sublayer,
+    check_sequence_input,
+)
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 from keras_efficient.utils.validation import check_float, check_int
@@ -95,7 +99,7 @@ class ConformerBlock(keras.layers.Layer):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
         for module in (self.ffn1, self.attention, self.conv, self.ffn2, self.final_norm):
-            module.build(input_shape)
+            build_sublayer(module, input_shape)
         super().build(input_shape)
 
     def call(self, inputs, training=None):

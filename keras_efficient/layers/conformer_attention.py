@@ -3,7 +3,11 @@
 import math
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.layers.conformer_common import (
+    AdaptiveSettings,
+    build_sublayer,
+    check_sequence_input,
+)
 from keras_efficient.utils.validation import check_float, check_int
 
 __all__ = ["ConformerSelfAttention"]
@@ -78,14 +82,14 @@ class ConformerSelfAttention(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
-        self.norm.build(input_shape)
+        build_sublayer(self.norm, input_shape)
         for dense in (self.query, self.key, self.value):
-            dense.build(input_shape)
+            build_sublayer(dense, input_shape)
         heads = input_shape[:-1].concatenate([self.num_heads, self.head_dim])
         for adl in (self.query_dropout, self.value_dropout):
             if adl is not None:
-                adl.build(heads)
-        self.output_dense.build(heads)
+                build_sublayer(adl, heads)
+        build_sublayer(self.output_dense, heads)
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -1,6 +1,6 @@
 """Argument handling shared by the Conformer modules (no public names)."""
 
-from keras_efficient.backend import keras
+from keras_efficient.backend import keras, tf
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout, _resolve_schedule
 from keras_efficient.utils.validation import (
     check_bool,
@@ -44,6 +44,13 @@ class AdaptiveSettings:
             "inference": self.inference,
             "seed": self.seed,
         }
+
+
+def build_sublayer(layer, input_shape):
+    """Builds `layer` under its own name scope, so its weights get distinct names
+    (`block/ffn1/dense1/kernel:0`, needed by the HDF5 weight format)."""
+    with tf.name_scope(layer.name):
+        layer.build(input_shape)
 
 
 def check_sequence_input(layer_name, input_shape, model_dim):

@@ -1,7 +1,11 @@
 """The Conformer convolution (LConv) module with an adaptive-dropout site (Eq. 11)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.layers.conformer_common import (
+    AdaptiveSettings,
+    build_sublayer,
+    check_sequence_input,
+)
 from keras_efficient.utils.validation import check_float, check_int
 
 __all__ = ["ConformerConvolution"]
@@ -74,14 +78,14 @@ class ConformerConvolution(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
-        self.norm.build(input_shape)
-        self.pointwise_in.build(input_shape)
+        build_sublayer(self.norm, input_shape)
+        build_sublayer(self.pointwise_in, input_shape)
         inner = input_shape[:-1].concatenate([self.channels])
         if self.adaptive_dropout is not None:
-            self.adaptive_dropout.build(inner)
-        self.depthwise.build(inner)
-        self.batch_norm.build(inner)
-        self.pointwise_out.build(inner)
+            build_sublayer(self.adaptive_dropout, inner)
+        build_sublayer(self.depthwise, inner)
+        build_sublayer(self.batch_norm, inner)
+        build_sublayer(self.pointwise_out, inner)
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -1,7 +1,11 @@
 """The Conformer feed-forward module with an adaptive-dropout site (Eq. 8)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_common import AdaptiveSettings, check_sequence_input
+from keras_efficient.layers.conformer_common import (
+    AdaptiveSettings,
+    build_sublayer,
+    check_sequence_input,
+)
 from keras_efficient.utils.validation import check_float, check_int
 
 __all__ = ["ConformerFeedForward"]
@@ -57,12 +61,12 @@ class ConformerFeedForward(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
-        self.norm.build(input_shape)
-        self.dense1.build(input_shape)
+        build_sublayer(self.norm, input_shape)
+        build_sublayer(self.dense1, input_shape)
         hidden = input_shape[:-1].concatenate([self.ffn_dim])
         if self.adaptive_dropout is not None:
-            self.adaptive_dropout.build(hidden)
-        self.dense2.build(hidden)
+            build_sublayer(self.adaptive_dropout, hidden)
+        build_sublayer(self.dense2, hidden)
         super().build(input_shape)
 
     def call(self, inputs, training=None):

@@ -4,7 +4,7 @@ constant module, and the pruned Conformer block built from them."""
 import math
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_common import check_sequence_input
+from keras_efficient.layers.conformer_common import build_sublayer, check_sequence_input
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
@@ -115,7 +115,7 @@ class PrunedSelfAttention(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
-        self.norm.build(input_shape)
+        build_sublayer(self.norm, input_shape)
         d, nq, nv = self.model_dim, sum(self.query_units), sum(self.value_units)
         if nq:
             self.query_kernel = self.add_weight(name="query_kernel", shape=(d, nq))
@@ -224,7 +224,7 @@ class PrunedConformerBlock(keras.layers.Layer):
         input_shape = tf.TensorShape(input_shape)
         check_sequence_input(self.name, input_shape, self.model_dim)
         for module in (self.ffn1, self.attention, self.conv, self.ffn2, self.final_norm):
-            module.build(input_shape)
+            build_sublayer(module, input_shape)
         super().build(input_shape)
 
     def _module(self, module, x, training):

@@ -51,6 +51,9 @@ def test_sites_have_the_paper_unit_shapes():
     assert tuple(sites["attention_value"].retention_raw.shape) == (2, 4)
     assert tuple(sites["conv"].retention_raw.shape) == (8,)
     assert sites["attention_query"] is not sites["attention_value"]
+    names = [w.name for w in block.weights]  # distinct names: the HDF5 format needs them
+    assert len(set(names)) == len(names)
+    assert "conformer_block/ffn1/dense1/kernel:0" in names
 
 
 def test_inference_matches_numpy_reference_of_eqs_8_to_12():
