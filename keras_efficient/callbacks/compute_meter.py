@@ -138,8 +138,9 @@ class ComputeMeter(keras.callbacks.Callback):
         self.skippable_full = 0.0
         self.skippable_executed = 0.0
         self.steps = 0
-        self._nominal_start = 0 if self.drop_counter is None else int(
-            self.drop_counter.nominal.numpy())
+        counter = self.drop_counter
+        self._nominal_start = 0 if counter is None else int(counter.nominal.numpy())
+        self._kept_start = 0 if counter is None else int(counter.kept.numpy())
 
     def _scale(self, entry):
         src = entry.scale_source
@@ -179,9 +180,19 @@ class ComputeMeter(keras.callbacks.Callback):
                 self.accounted += accounted * macs
 
     def _nominal_steps(self):
+        """Nominal batches behind the steps run.
+
+        The input pipeline reads ahead of the step (prefetching), so the counter may
+        have seen more batches than the steps consumed; the nominal count is scaled
+        by steps / kept batches to remove that read-ahead.
+        """
         if self.drop_counter is None:
             return self.steps
-        return max(int(self.drop_counter.nominal.numpy()) - self._nominal_start, self.steps)
+        nominal = int(self.drop_counter.nominal.numpy()) - self._nominal_start
+        kept = int(self.drop_counter.kept.numpy()) - self._kept_start
+        if kept > self.steps > 0:
+            nominal = int(round(nominal * self.steps / float(kept)))
+        return max(nominal, self.steps)
 
     def result(self):
         executed = float(sum(self.by_precision.values()))
