@@ -1,4 +1,4 @@
-"""Experiment ipu-gpu: ratio helper and a tiny end-to-end run."""
+"""Experiment ipu-gpu: speed_ratios and a tiny end-to-end run."""
 
 import json
 import os

@@ -1,4 +1,4 @@
-"""BNN keras-tuner helper: declared space, models carry the sampled values, a short search."""
+"""BNN keras-tuner search space: declared hyperparameters, models carry the sampled values."""
 
 import numpy as np
 import pytest
