@@ -42,6 +42,19 @@ def test_bad_arguments(kwargs, error, match):
         bnn_hyperparameters(keras_tuner.HyperParameters(), **kwargs)
 
 
+def test_build_uses_the_hyperparameter_values():
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("bnn_prior_scale", 0.3)
+    hp.Fixed("bnn_kl_weight", 0.02)
+    hp.Fixed("bnn_width", 1.0)
+    model = bnn_hypermodel(24, input_shape=(8, 8, 6), base_filters=(4,))(hp)
+    conv = model.get_layer("conv1_b")
+    assert (conv.prior_scale, conv.kl_weight, conv.filters) == (0.3, 0.02, 4)
+    assert model.get_layer("head").params.num_train_examples == 24
+    assert model.optimizer is not None and model.loss.name == "negative_log_likelihood"
+
+
+@pytest.mark.slow  # a real keras-tuner search with two trials
 def test_search_builds_models_with_the_sampled_values(tmp_path):
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 8, 8, 6)).astype(np.float32)
