@@ -30,6 +30,7 @@ def test_build_uses_hyperparameters():
                               "gamma", "learning_rate"}
 
 
+@pytest.mark.slow
 def test_random_search_two_trials(tmp_path):
     head, tail = _split()
     rng = np.random.default_rng(0)
