@@ -107,7 +107,6 @@ def test_conv_layer_contract():
                    supports_jit=True, expect_nan_error=True)
 
 
-@pytest.mark.slow
 def test_convert_resnet_to_psg_keeps_outputs_close_and_trains():
     from keras_efficient.models import cifar_resnet
     from keras_efficient.training import PSGResidualBlock, convert_to_psg, psg_layers_of

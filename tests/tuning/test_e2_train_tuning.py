@@ -42,7 +42,6 @@ def test_bad_ranges(kwargs, name):
         e2_train_hyperparameters(keras_tuner.HyperParameters(), **kwargs)
 
 
-@pytest.mark.slow
 def test_one_search_trial(tmp_path):
     model = E2TrainHyperModel(depth=8, base_filters=4, input_shape=(8, 8, 3), batch_size=8,
                               search=dict(drop_rate=0.5))
