@@ -25,6 +25,23 @@ def _restore_global_state():
     keras.backend.clear_session()
 
 
+_COLLECTIVE_KEY_BASE = [100_000]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_collective_keys():
+    """Gives every MirroredStrategy made during a test its own collective keys.
+
+    In TF 2.14 each new MirroredStrategy starts at the same group and instance
+    keys, so two strategies in one process whose all-reduces differ in shape
+    collide ("Shape mismatch in the collective instance 100"). TensorFlow's own
+    tests move `_collective_key_base` for the same reason. The base only grows.
+    """
+    _COLLECTIVE_KEY_BASE[0] += 1000
+    tf.distribute.MirroredStrategy._collective_key_base = _COLLECTIVE_KEY_BASE[0]
+    yield
+
+
 @pytest.fixture
 def mixed_precision():
     """Runs a test under the mixed_float16 policy and restores the previous one."""

@@ -40,7 +40,8 @@ class ResidualBlock(keras.layers.Layer):
         regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
         return keras.layers.Conv2D(self.filters, kernel_size, strides=strides, padding="same",
                                    use_bias=False, kernel_initializer="he_normal",
-                                   kernel_regularizer=regularizer, name=name)
+                                   kernel_regularizer=regularizer, dtype=self.dtype_policy,
+                                   name=name)
 
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, rank=4)
@@ -50,12 +51,12 @@ class ResidualBlock(keras.layers.Layer):
             raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
                              "Received: input_shape={}".format(self.name, input_shape))
         self.conv1 = self._conv(3, self.strides, "conv1")
-        self.bn1 = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="bn1")
+        self.bn1 = keras.layers.BatchNormalization(momentum=self.bn_momentum, dtype=self.dtype_policy, name="bn1")
         self.conv2 = self._conv(3, 1, "conv2")
-        self.bn2 = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="bn2")
+        self.bn2 = keras.layers.BatchNormalization(momentum=self.bn_momentum, dtype=self.dtype_policy, name="bn2")
         if self.strides != 1 or channels != self.filters:
             self.shortcut = self._conv(1, self.strides, "shortcut")
-            self.shortcut_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, name="shortcut_bn")
+            self.shortcut_bn = keras.layers.BatchNormalization(momentum=self.bn_momentum, dtype=self.dtype_policy, name="shortcut_bn")
         else:
             self.shortcut = None
             self.shortcut_bn = None

@@ -370,7 +370,8 @@ def _check_mixed_precision(layer_cls, init_kwargs, data, call_kwargs, output_fn,
         for t in tf.nest.flatten(_to_numpy(out)):
             if np.issubdtype(t.dtype, np.floating) and not np.all(np.isfinite(t)):
                 raise AssertionError("mixed_float16: non-finite outputs")
-        if run_fit:
+        # Keras's LossScaleOptimizer cannot take an empty variable list.
+        if run_fit and model.trainable_weights:
             _check_fit(model, data, targets, loss, False, "mixed_float16 fit")
     finally:
         keras.mixed_precision.set_global_policy(previous)

@@ -10,26 +10,6 @@ from keras_efficient.schedules import RetentionTargetSchedule
 from keras_efficient.testing import run_layer_test
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    """Gives every MirroredStrategy of this module its own collective group key.
-
-    Each new MirroredStrategy starts at group key 1 / instance key 100, so two
-    strategies in one process whose all-reduces differ in shape collide in the
-    collective runtime ("Shape mismatch in the collective instance 100").
-    TensorFlow's own tests set `_collective_key_base` for this reason.
-    """
-    global _KEY_BASE
-    _KEY_BASE += 1000
-    previous = tf.distribute.MirroredStrategy._collective_key_base
-    tf.distribute.MirroredStrategy._collective_key_base = _KEY_BASE
-    yield
-    tf.distribute.MirroredStrategy._collective_key_base = previous
-
-
-_KEY_BASE = 50_000
-
-
 def _set_logits(layer, beta):
     """Sets beta' so that beta = sqrt(gamma/alpha) beta' + c(t) equals `beta` (NumPy, float64)."""
     scale = np.sqrt(layer.gamma / layer.alpha)

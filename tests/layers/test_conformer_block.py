@@ -14,19 +14,6 @@ from keras_efficient.testing import run_layer_test
 
 import test_conformer_reference as ref
 
-_KEY_BASE = [60_000]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    """A distinct collective group key per test: each new MirroredStrategy otherwise
-    restarts at key 1 and collides with earlier strategies in the same process."""
-    _KEY_BASE[0] += 1000
-    previous = tf.distribute.MirroredStrategy._collective_key_base
-    tf.distribute.MirroredStrategy._collective_key_base = _KEY_BASE[0]
-    yield
-    tf.distribute.MirroredStrategy._collective_key_base = previous
-
 
 SMALL = dict(model_dim=8, num_heads=2, ffn_dim=12, kernel_size=3, dropout_rate=0.1)
 

@@ -8,13 +8,6 @@ from keras_efficient.layers import GatedResidualBlock, RecurrentGate, ResidualBl
 from keras_efficient.testing import run_layer_test
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    # A second MirroredStrategy in one process would reuse the first one's collective
-    # keys with other shapes; bump the class-level base as TensorFlow's own tests do.
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
-
-
 def _x(n=6, h=8, c=4, seed=0):
     return np.random.default_rng(seed).normal(size=(n, h, h, c)).astype(np.float32)
 

@@ -8,12 +8,6 @@ from keras_efficient.layers import ResidualBlock, StochasticDepth
 from keras_efficient.testing import run_layer_test
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    # See tests/layers/test_gated_residual.py: fresh collective keys per MirroredStrategy.
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
-
-
 def test_training_runs_block_or_identity_with_probability_p():
     keras.utils.set_random_seed(0)
     layer = StochasticDepth(ResidualBlock(4), survival_probability=0.3, seed=5)

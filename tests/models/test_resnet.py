@@ -86,3 +86,11 @@ def test_residual_block_bad_arguments(kwargs, arg):
 def test_residual_block_rejects_wrong_rank():
     with pytest.raises(ValueError, match="rank 4"):
         ResidualBlock(4)(np.zeros((2, 3), "float32"))
+
+
+def test_residual_block_float32_inside_mixed_precision(mixed_precision):
+    """A block asked for float32 keeps its sublayers in float32 under mixed_float16."""
+    block = ResidualBlock(4, dtype="float32")
+    y = block(np.ones((2, 5, 5, 4), "float32"))
+    assert y.dtype == "float32"
+    assert block.conv1.compute_dtype == "float32" and block.bn2.compute_dtype == "float32"

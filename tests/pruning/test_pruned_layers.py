@@ -6,19 +6,6 @@ from keras_efficient.backend import tf
 from keras_efficient.pruning import ConstantOutput, PrunedConformerBlock, PrunedSelfAttention
 from keras_efficient.testing import run_layer_test
 
-_KEY_BASE = [70_000]
-
-
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    """A distinct collective group key per test: each new MirroredStrategy otherwise
-    restarts at key 1 and collides with earlier strategies in the same process."""
-    _KEY_BASE[0] += 1000
-    previous = tf.distribute.MirroredStrategy._collective_key_base
-    tf.distribute.MirroredStrategy._collective_key_base = _KEY_BASE[0]
-    yield
-    tf.distribute.MirroredStrategy._collective_key_base = previous
-
 
 def test_run_layer_test_pruned_block_with_ragged_heads_and_empty_modules():
     run_layer_test(

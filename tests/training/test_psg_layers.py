@@ -10,14 +10,6 @@ from keras_efficient.training import PSGConv2D, PSGDense
 from test_psg import np_conv_psg, np_dense_psg, np_im2col, np_quantize
 
 
-@pytest.fixture(autouse=True)
-def _fresh_collective_keys():
-    # Every MirroredStrategy starts its collective group keys at the same class-level base;
-    # a second strategy in the same process would then reuse the first one's (group,
-    # instance) keys with other tensor shapes and abort. TensorFlow's own tests bump it.
-    tf.distribute.MirroredStrategy._collective_key_base += 1000
-
-
 def test_dense_gradients_match_reference():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(8, 5)).astype(np.float32)
