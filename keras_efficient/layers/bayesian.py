@@ -36,6 +36,7 @@ from keras_efficient.utils.validation import (
     check_float,
     check_input_rank,
     check_int,
+    check_last_dim_defined,
     invalid_argument,
 )
 
@@ -192,9 +193,7 @@ class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_input_rank(self.name, input_shape, min_rank=2)
-        if input_shape[-1] is None:
-            raise ValueError("The last dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape)
         super().build(input_shape)
         self._add_kl_loss()
 
@@ -263,9 +262,7 @@ class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_input_rank(self.name, input_shape, rank=4)
-        if input_shape[-1] is None:
-            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape, "channel dimension")
         super().build(input_shape)
         self._add_kl_loss()
 

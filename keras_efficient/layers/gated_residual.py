@@ -9,6 +9,7 @@ from keras_efficient.utils.validation import (
     check_float,
     check_input_rank,
     check_int,
+    check_last_dim_defined,
     invalid_argument,
 )
 
@@ -103,9 +104,7 @@ class GatedResidualBlock(keras.layers.Layer):
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, rank=4)
         input_shape = tf.TensorShape(input_shape)
-        if input_shape[-1] is None:
-            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape, "channel dimension")
         if not self.block.built:
             self.block.build(input_shape)
         out = tf.TensorShape(self.block.compute_output_shape(input_shape))

@@ -14,6 +14,7 @@ from keras_efficient.utils.validation import (
     check_choice,
     check_input_rank,
     check_int,
+    check_last_dim_defined,
 )
 
 __all__ = ["MultivariateNormalHead"]
@@ -109,10 +110,7 @@ class MultivariateNormalHead(keras.layers.Layer):
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
         check_input_rank(self.name, input_shape, min_rank=2)
-        if input_shape[-1] is None:
-            raise ValueError(
-                "The last dimension of the input of layer `{}` must be defined. "
-                "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape)
         self.params.build(input_shape)
         out = self.params.compute_output_shape(input_shape)
         if out[-1] != self.params_size(self.event_size):

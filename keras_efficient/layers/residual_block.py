@@ -1,7 +1,12 @@
 """The basic residual block of CIFAR ResNets (He et al., 2016)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.utils.validation import check_float, check_input_rank, check_int
+from keras_efficient.utils.validation import (
+    check_float,
+    check_input_rank,
+    check_int,
+    check_last_dim_defined,
+)
 
 __all__ = ["ResidualBlock"]
 
@@ -46,10 +51,7 @@ class ResidualBlock(keras.layers.Layer):
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, rank=4)
         input_shape = tf.TensorShape(input_shape)
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        channels = check_last_dim_defined(self.name, input_shape, "channel dimension")
         self.conv1 = self._conv(3, self.strides, "conv1")
         self.bn1 = keras.layers.BatchNormalization(momentum=self.bn_momentum, dtype=self.dtype_policy, name="bn1")
         self.conv2 = self._conv(3, 1, "conv2")

@@ -28,7 +28,12 @@ from keras_efficient.training.psg import (
     psg_weight_gradient,
     validate_psg_config,
 )
-from keras_efficient.utils.validation import assert_finite, check_input_rank, invalid_argument
+from keras_efficient.utils.validation import (
+    assert_finite,
+    check_input_rank,
+    check_last_dim_defined,
+    invalid_argument,
+)
 
 __all__ = ["PSGDense", "PSGConv2D", "PSG_CONFIG_KEYS"]
 
@@ -113,9 +118,7 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
 
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, min_rank=2)
-        if tf.TensorShape(input_shape)[-1] is None:
-            raise ValueError("The last dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape)
         super().build(input_shape)
         self._build_fraction()
 
@@ -191,9 +194,7 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
 
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, rank=4)
-        if tf.TensorShape(input_shape)[-1] is None:
-            raise ValueError("The channel dimension of the input of layer `{}` must be defined. "
-                             "Received: input_shape={}".format(self.name, input_shape))
+        check_last_dim_defined(self.name, input_shape, "channel dimension")
         super().build(input_shape)
         self._build_fraction()
 

@@ -8,6 +8,7 @@ from keras_efficient.utils.validation import (
     check_choice,
     check_float,
     check_input_rank,
+    check_last_dim_defined,
     check_int,
     invalid_argument,
 )
@@ -20,6 +21,7 @@ __all__ = [
     "check_choice",
     "check_float",
     "check_input_rank",
+    "check_last_dim_defined",
     "check_int",
     "invalid_argument",
 ]

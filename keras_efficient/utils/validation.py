@@ -17,6 +17,7 @@ __all__ = [
     "check_choice",
     "check_axes",
     "check_input_rank",
+    "check_last_dim_defined",
     "assert_finite",
     "assert_nonempty_batch",
 ]
@@ -139,3 +140,15 @@ def assert_nonempty_batch(x, name):
         raise ValueError("`{}` received an empty batch. Received: shape={}".format(name, x.shape))
     return tf.debugging.assert_greater(
         tf.shape(x)[0], 0, message="`{}` received an empty batch.".format(name))
+
+
+def check_last_dim_defined(layer_name, input_shape, what="last dimension"):
+    """Raises ValueError naming the layer and the shape when the last dimension is unknown.
+
+    Returns the last dimension as an int.
+    """
+    shape = tf.TensorShape(input_shape)
+    if shape.rank is None or shape[-1] is None:
+        raise ValueError("The {} of the input of layer `{}` must be defined. "
+                         "Received: input_shape={}".format(what, layer_name, input_shape))
+    return int(shape[-1])
