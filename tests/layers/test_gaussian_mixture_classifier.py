@@ -157,7 +157,8 @@ def test_mixed_precision_float16_inputs_stay_accurate(mixed_precision):
     np.testing.assert_allclose(out.numpy(), ref, rtol=1e-4, atol=1e-3)
 
 
-def _paper_size_check(covariance, batch):
+def _paper_size_run(covariance, batch):
+    """d = 434, K = 8, C = 100 (the paper's sizes): returns log gamma and the gradients."""
     layer = GaussianMixtureClassifier(100, 8, covariance=covariance)
     rng = np.random.default_rng(0)
     z = tf.constant(3.0 * rng.normal(size=(batch, 434)).astype("float32"))
@@ -166,23 +167,38 @@ def _paper_size_check(covariance, batch):
         log_gamma = layer(z)
         loss = -tf.reduce_mean(tf.gather(log_gamma, labels, batch_dims=1))
     grads = tape.gradient(loss, layer.trainable_weights)
-    assert np.all(np.isfinite(log_gamma.numpy()))
-    for g in grads:
-        assert np.all(np.isfinite(tf.convert_to_tensor(g).numpy()))
+    return log_gamma.numpy(), [tf.convert_to_tensor(g).numpy() for g in grads]
+
+
+def _assert_finite_and_normalised(log_gamma, grads):
+    assert log_gamma.dtype == np.float32
+    assert np.all(np.isfinite(log_gamma))
+    # Eq. (6) posteriors are normalised over the classes (float32 rounding of log-densities
+    # of magnitude ~1e3 leaves ~1e-4).
+    np.testing.assert_allclose(logsumexp(log_gamma.astype(np.float64), axis=1), 0.0,
+                               atol=1e-3)
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert any(np.any(g != 0) for g in grads)
 
 
 def test_paper_size_diag_finite_values_and_gradients():
-    _paper_size_check("diag", 16)
+    log_gamma, grads = _paper_size_run("diag", 16)
+    assert log_gamma.shape == (16, 100)
+    _assert_finite_and_normalised(log_gamma, grads)
 
 
 @pytest.mark.slow
 def test_paper_size_full_finite_values_and_gradients():
-    _paper_size_check("full", 4)
+    log_gamma, grads = _paper_size_run("full", 4)
+    assert log_gamma.shape == (4, 100)
+    _assert_finite_and_normalised(log_gamma, grads)
 
 
 @pytest.mark.slow
 def test_paper_size_full_mixed_precision(mixed_precision):
-    _paper_size_check("full", 4)
+    log_gamma, grads = _paper_size_run("full", 4)
+    assert log_gamma.shape == (4, 100)
+    _assert_finite_and_normalised(log_gamma, grads)
 
 
 @pytest.mark.parametrize("covariance", ["full", "diag"])
