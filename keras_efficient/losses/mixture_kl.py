@@ -27,6 +27,27 @@ def check_labels(labels, num_classes, name="labels"):
         return tf.identity(labels)
 
 
+def _check_posterior_shapes(mean, variance, d, projection):
+    """Static checks: size-1 axes would otherwise broadcast into a silently wrong KL."""
+    if mean.shape.rank != 2 or variance.shape.rank != 2:
+        raise ValueError("`mean` and `variance` must have shape (batch, d_in). Received: "
+                         "mean.shape={}, variance.shape={}".format(mean.shape, variance.shape))
+    if not mean.shape.is_compatible_with(variance.shape):
+        raise ValueError("`mean` and `variance` must have the same shape. Received: "
+                         "mean.shape={}, variance.shape={}".format(mean.shape, variance.shape))
+    d_in = tf.compat.dimension_value(mean.shape[-1])
+    if d_in is None:
+        d_in = tf.compat.dimension_value(variance.shape[-1])
+    expected = d if projection is None else tf.compat.dimension_value(projection.shape[-1])
+    if d_in is not None and expected is not None and d_in != expected:
+        if projection is None:
+            raise ValueError("The posterior has {} dimensions but the mixture components have "
+                             "{} (pass the projection the classifier works after). Received: "
+                             "mean.shape={}".format(d_in, d, mean.shape))
+        raise ValueError("`projection` must have shape ({}, {}) to match the posterior. "
+                         "Received: shape={}".format(d, d_in, projection.shape))
+
+
 def gaussian_mixture_kl(mean, variance, labels, component_means, covariances,
                         covariance_type="full", projection=None):
     """Per-sample min over k of KL(N(μ(x), diag σ(x)) ‖ N(μ_{l(x),k}, Σ_{l(x),k})), Eq. (3).
@@ -64,16 +85,27 @@ def gaussian_mixture_kl(mean, variance, labels, component_means, covariances,
     num_classes = tf.compat.dimension_value(component_means.shape[0])
     labels = check_labels(labels, num_classes)
     d = tf.compat.dimension_value(component_means.shape[-1])
+    cov_rank = 4 if covariance_type == "full" else 3
+    if component_means.shape.rank != 3 or covariances.shape.rank != cov_rank:
+        raise ValueError("`component_means` must have shape (C, K, d) and `covariances` shape {} "
+                         "for covariance_type={!r}. Received: component_means.shape={}, "
+                         "covariances.shape={}".format(
+                             "(C, K, d, d)" if cov_rank == 4 else "(C, K, d)", covariance_type,
+                             component_means.shape, covariances.shape))
+    if projection is not None:
+        projection = tf.cast(projection, tf.float32)
+        if projection.shape.rank != 2 or (projection.shape[0] is not None
+                                          and projection.shape[0] != d):
+            raise ValueError("`projection` must have shape ({}, d_in) to match the components. "
+                             "Received: shape={}".format(d, projection.shape))
+    _check_posterior_shapes(mean, variance, d, projection)
     with tf.control_dependencies([assert_finite(mean, "mean"), assert_finite(variance, "variance"),
                                   tf.debugging.assert_positive(
                                       variance, message="`variance` must be positive.")]):
         mean = tf.identity(mean)
 
     if projection is not None:
-        proj = tf.cast(projection, tf.float32)
-        if proj.shape.rank != 2 or (proj.shape[0] is not None and proj.shape[0] != d):
-            raise ValueError("`projection` must have shape ({}, d_in) to match the components. "
-                             "Received: shape={}".format(d, proj.shape))
+        proj = projection
         m = tf.matmul(mean, proj, transpose_b=True)  # (B, d)
         s = tf.matmul(proj * variance[:, None, :], proj, transpose_b=True)  # (B, d, d)
         log_det_s = 2.0 * tf.reduce_sum(

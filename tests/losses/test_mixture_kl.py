@@ -130,3 +130,28 @@ def test_bad_inputs():
         gaussian_mixture_kl(mean, var, labels, mus, cov, "diag", projection=np.ones((5, 3)))
     with pytest.raises(ValueError, match="built"):
         mixture_kl_divergence(mean, var, labels, GaussianMixtureClassifier(3))
+
+
+def test_mismatched_shapes_raise_instead_of_broadcasting():
+    """Size-1 axes would broadcast into a finite but meaningless KL: they must be rejected."""
+    rng = np.random.default_rng(5)
+    mean, var, labels, mus = _problem(rng, d=4)
+    cov = rng.uniform(0.5, 1.0, size=(3, 4, 4))
+    with pytest.raises(ValueError, match="same shape"):
+        gaussian_mixture_kl(mean, var[:, :1], labels, mus, cov, "diag")
+    with pytest.raises(ValueError, match="posterior has 1 dimensions"):
+        gaussian_mixture_kl(mean[:, :1], var[:, :1], labels, mus, cov, "diag")
+    with pytest.raises(ValueError, match="posterior has 5 dimensions"):
+        gaussian_mixture_kl(rng.normal(size=(5, 5)), rng.uniform(0.5, 1.0, size=(5, 5)),
+                            labels, mus, cov, "diag")
+    with pytest.raises(ValueError, match="projection"):
+        gaussian_mixture_kl(mean, var, labels, mus, cov, "diag", projection=np.ones((4, 6)))
+    with pytest.raises(ValueError, match="covariances"):
+        gaussian_mixture_kl(mean, var, labels, mus, _random_spd(rng, 3, 4, 4), "diag")
+    with pytest.raises(ValueError, match=r"\(batch, d_in\)"):
+        gaussian_mixture_kl(mean[0], var[0], labels[:1], mus, cov, "diag")
+    clf = GaussianMixtureClassifier(3, 2, covariance="diag")
+    clf(np.zeros((1, 4), "float32"))
+    with pytest.raises(ValueError, match="posterior has 6 dimensions"):
+        mixture_kl_divergence(np.zeros((2, 6), "float32"), np.ones((2, 6), "float32"), [0, 1],
+                              clf)
