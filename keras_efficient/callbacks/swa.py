@@ -25,15 +25,34 @@ def _inputs_of(batch):
     return batch
 
 
+def _counting_call(layer):
+    """`layer.call` setting momentum (n − 1)/n before the layer's n-th training-mode call."""
+    call = layer.call
+    count = [0]
+
+    def counted(inputs, *args, **kwargs):
+        training = kwargs.get("training", args[0] if args else None)
+        if training is not None and bool(training):
+            count[0] += 1
+            layer.momentum = (count[0] - 1.0) / count[0]
+        return call(inputs, *args, **kwargs)
+
+    return counted
+
+
 def reestimate_batchnorm(model, data, steps=None):
     """Sets every BatchNormalization's moving statistics to their average over `data`.
 
-    One forward pass in training mode (as SWA's `bn_update`): for batch t = 1..T
-    each BN layer's momentum is set to (t − 1)/t, so after the pass
-    moving_mean = (1/T) Σ_t mean_t and moving_variance = (1/T) Σ_t var_t, the
-    plain average of the per-batch statistics Keras computes (the biased batch
-    variance for rank-2 inputs; the fused rank-4 kernel applies Bessel's
-    correction n/(n − 1)). Momenta are restored afterwards. Runs eagerly.
+    One forward pass in training mode (as SWA's `bn_update`): on the t-th batch a
+    BN layer actually runs on (t = 1..T, counted per layer), its momentum is set to
+    (t − 1)/t, so after the pass moving_mean = (1/T) Σ_t mean_t and
+    moving_variance = (1/T) Σ_t var_t, the plain average of the per-batch
+    statistics Keras computes (the biased batch variance for rank-2 inputs; the
+    fused rank-4 kernel applies Bessel's correction n/(n − 1)). Counting per layer
+    matters when a block is skipped for a whole batch (a closed SLU gate, a
+    dropped stochastic-depth block): its BN layers average only the batches they
+    saw, and their statistics from before the pass do not enter. Momenta are
+    restored afterwards. Runs eagerly.
 
     Args:
       model: a Keras model.
@@ -47,17 +66,18 @@ def reestimate_batchnorm(model, data, steps=None):
     if not layers:
         return 0
     momenta = [layer.momentum for layer in layers]
+    for layer in layers:
+        layer.call = _counting_call(layer)
     t = 0
     try:
         for batch in data:
             if steps is not None and t >= steps:
                 break
             t += 1
-            for layer in layers:
-                layer.momentum = (t - 1.0) / t
             model(_inputs_of(batch), training=True)
     finally:
         for layer, momentum in zip(layers, momenta):
+            del layer.call
             layer.momentum = momentum
     if t == 0:
         raise ValueError("`data` gave no batch to re-estimate the BatchNormalization statistics.")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.callbacks import StochasticWeightAveraging
+from keras_efficient.callbacks import StochasticWeightAveraging, reestimate_batchnorm
 
 
 def _model(bn=True):
@@ -103,3 +103,44 @@ def test_bn_model_without_data_fails_clearly():
 def test_bad_arguments(kwargs, name, error):
     with pytest.raises(error, match=name):
         StochasticWeightAveraging(**kwargs)
+
+
+class _SkipOnNegativeMean(keras.layers.Layer):
+    """Runs Dense + BatchNormalization only on batches whose first feature has a positive mean."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.dense = keras.layers.Dense(4, name="inner_dense")
+        self.bn = keras.layers.BatchNormalization(name="inner_bn")
+
+    def call(self, inputs, training=None):
+        return tf.cond(tf.reduce_mean(inputs[:, 0]) > 0.0,
+                       lambda: self.bn(self.dense(inputs), training=training),
+                       lambda: inputs[:, :4])
+
+
+def test_bn_of_a_skipped_block_averages_only_the_batches_it_ran_on():
+    # A BN layer inside a block that some batches skip (a closed gate, a dropped
+    # stochastic-depth block) must average the statistics of the batches it saw,
+    # not mix in its statistics from before the pass.
+    keras.utils.set_random_seed(0)
+    block = _SkipOnNegativeMean()
+    model = keras.Sequential([keras.Input((5,)), block])
+    bn = block.bn
+    bn.moving_mean.assign(np.full(4, 100.0, np.float32))
+    bn.moving_variance.assign(np.full(4, 50.0, np.float32))
+    rng = np.random.default_rng(3)
+    signs = [-1, 1, -1, 1, 1, -1]
+    batches = []
+    for s in signs:
+        xb = rng.normal(size=(8, 5)).astype(np.float32)
+        xb[:, 0] = s * (np.abs(xb[:, 0]) + 0.1)
+        batches.append(xb)
+    assert reestimate_batchnorm(model, batches) == len(batches)
+    w, b = (v.numpy().astype(np.float64) for v in block.dense.weights)
+    ran = [xb.astype(np.float64) @ w + b for xb, s in zip(batches, signs) if s > 0]
+    np.testing.assert_allclose(bn.moving_mean.numpy(), np.mean([h.mean(0) for h in ran], 0),
+                               rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([h.var(0) for h in ran], 0),
+                               rtol=1e-4, atol=1e-5)
+    assert bn.momentum == 0.99 and "call" not in vars(bn)
