@@ -17,12 +17,13 @@ def _set_logits(layer, beta):
     layer.retention_raw.assign(((np.asarray(beta, np.float64) - c) / scale).astype(np.float32))
 
 
-def _logistic_expectation_of_sigmoid_prime(beta):
-    """E[sigma'(beta + eps)], eps ~ Logistic(0, 1), by numerical integration (SciPy)."""
+def _logistic_expectation_of_sigmoid_prime(beta, power=1, upper=60.0):
+    """E[sigma'(beta + eps)^power * 1{eps < upper}], eps ~ Logistic(0, 1), by numerical
+    integration over the logistic density (SciPy)."""
     def integrand(e):
         s = special.expit(beta + e)
-        return s * (1.0 - s) * special.expit(e) * (1.0 - special.expit(e))
-    value, _ = integrate.quad(integrand, -60.0, 60.0, limit=200)
+        return (s * (1.0 - s)) ** power * special.expit(e) * (1.0 - special.expit(e))
+    value, _ = integrate.quad(integrand, -60.0, upper, limit=200)
     return value
 
 
@@ -86,6 +87,26 @@ def test_training_keep_rate_matches_sigmoid_within_binomial_tolerance():
     assert np.all(np.abs(rate - p) <= tol), (rate, p, tol)
 
 
+def test_training_masks_are_independent_across_units_and_positions():
+    # Eq. (3) draws a fresh eps for every unit and every (non-shared) position: the joint
+    # keep rate of two mask entries must be the product of their sigma(beta).
+    betas = np.array([0.0, 0.0, 1.2])
+    layer = AdaptiveDropout(RetentionTargetSchedule(0.0, -1.0, 10 ** 6), alpha=1e-2, gamma=1e-2,
+                            seed=7)
+    n, steps = 20000, 3
+    layer(tf.ones((1, steps, betas.size)))
+    _set_logits(layer, betas)
+    m = layer(tf.ones((n, steps, betas.size)), training=True).numpy().reshape(n, -1)
+    p = np.tile(special.expit(betas), steps)
+    rate = m.mean(axis=0)
+    assert np.all(np.abs(rate - p) <= 5.0 * np.sqrt(p * (1 - p) / n)), (rate, p)
+    joint = (m.T @ m) / n
+    expected = np.outer(p, p)
+    tol = 5.0 * np.sqrt(expected * (1 - expected) / n)
+    off = ~np.eye(p.size, dtype=bool)
+    assert np.all(np.abs(joint - expected)[off] <= tol[off]), (joint, expected)
+
+
 def test_shared_axes_share_one_sample():
     layer = AdaptiveDropout(RetentionTargetSchedule(0.0, -1.0, 10 ** 6), shared_axes=(1,), seed=5)
     y = layer(tf.ones((64, 9, 4)), training=True).numpy()
@@ -133,11 +154,30 @@ def test_gradient_matches_logistic_integral_including_dropped_units():
         y = layer(x, training=True)
         objective = tf.reduce_sum(y) / n  # data term only; layer.losses not included
     grad = tape.gradient(objective, layer.retention_raw).numpy()
-    expected = np.array([scale * _logistic_expectation_of_sigmoid_prime(b) * xv
-                         for b, xv in zip(betas, xs)])
-    # Monte Carlo: sigma' is in [0, 1/4], so the standard error is <= scale*|x|/(4 sqrt(n)).
-    tol = 5.0 * scale * np.abs(xs) * 0.25 / np.sqrt(n)
+    mean = np.array([_logistic_expectation_of_sigmoid_prime(b) for b in betas])
+    expected = scale * mean * xs
+    # Monte Carlo over n independent rows: 5 standard errors, the standard deviation of
+    # sigma'(beta + eps) also from the integral (Var = E[sigma'^2] - E[sigma']^2).
+    sd = np.sqrt([_logistic_expectation_of_sigmoid_prime(b, power=2) - m ** 2
+                  for b, m in zip(betas, mean)])
+    tol = 5.0 * scale * np.abs(xs) * sd / np.sqrt(n)
     assert np.all(np.abs(grad - expected) <= tol), (grad, expected, tol)
+
+    # The part of the gradient that comes from positions whose sampled mask was 0
+    # (beta + eps <= 0): weight the upstream gradient by 1 - m (m read from the forward
+    # output, not differentiated). Reference: the integral over eps < -beta only.
+    with tf.GradientTape() as tape:
+        y = layer(x, training=True)
+        dropped = tf.stop_gradient(tf.cast(tf.equal(y, 0.0), tf.float32))
+        objective = tf.reduce_sum(y * dropped) / n
+    grad0 = tape.gradient(objective, layer.retention_raw).numpy()
+    mean0 = np.array([_logistic_expectation_of_sigmoid_prime(b, upper=-b) for b in betas])
+    sd0 = np.sqrt([_logistic_expectation_of_sigmoid_prime(b, power=2, upper=-b) - m ** 2
+                   for b, m in zip(betas, mean0)])
+    tol0 = 5.0 * scale * np.abs(xs) * sd0 / np.sqrt(n)
+    expected0 = scale * mean0 * xs
+    assert np.all(np.abs(expected0) > 3.0 * tol0), (expected0, tol0)  # a real signal
+    assert np.all(np.abs(grad0 - expected0) <= tol0), (grad0, expected0, tol0)
 
     # A unit whose sampled mask was 0 everywhere still gets a (non-zero) gradient.
     small = tf.constant(np.ones((64, 1), np.float32))
@@ -194,12 +234,13 @@ def test_step_counter_once_per_step_with_steps_per_execution():
 
 
 def test_step_counter_once_per_global_step_with_two_replicas(mirrored_strategy):
-    x, y = _data()
+    x, y = _data(64)
     with mirrored_strategy.scope():
-        model = _step_model(steps_per_execution=2)
+        model = _step_model(steps_per_execution=4)
+    # 8 global steps of global batch 8 (4 per replica): two executions of four steps.
     model.fit(x, y, batch_size=8, epochs=1, verbose=0)
     assert mirrored_strategy.num_replicas_in_sync == 2
-    assert int(model.get_layer("adl").step) == 6 == int(model.optimizer.iterations.numpy())
+    assert int(model.get_layer("adl").step) == 8 == int(model.optimizer.iterations.numpy())
 
 
 def test_step_counter_restored_from_checkpoint(tmp_path):
