@@ -57,14 +57,27 @@ def test_gather_and_mask_identical_outputs_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
-def test_gradients_reach_gate_parameters():
-    layer = _pair("gather")
+@pytest.mark.parametrize("mode", ["gather", "mask"])
+def test_gradients_reach_gate_parameters(mode):
+    layer = _pair(mode)
     x = _x(seed=3)
-    _, grads = _grads(layer, x, None, np.ones(x.shape, np.float32))
-    names = [w.name for w in layer.trainable_weights]
-    for g, name in zip(grads[1:], names):
-        if "lstm" in name or "head" in name or "gate_projection" in name:
-            assert g is not None and np.any(g != 0), name
+    up = np.random.default_rng(4).normal(size=x.shape).astype(np.float32)
+    decisions = np.array([1, 0, 1, 0, 1, 1], np.float32)
+    _, grads = _grads(layer, x, decisions, up)
+    by_var = {id(w): g for w, g in zip(layer.trainable_weights, grads[1:])}
+    gate = layer.gate
+    # The first block's LSTM state is zero, so only its recurrent kernel gets no gradient.
+    for w in (gate.cell.kernel, gate.cell.bias, gate.head.kernel, gate.head.bias,
+              layer.projection.kernel, layer.projection.bias):
+        g = by_var[id(w)]
+        assert g is not None and np.all(np.isfinite(g)) and np.any(g != 0), w.name
+    # Independent straight-through reference for the gate's output bias:
+    # dL/dg_i = d_i·<F(x_i) − x_i, up_i> + α·fraction/N, dg_i/db = g_i(1 − g_i).
+    prob = gate(layer.projection(x.mean(axis=(1, 2))))[0].numpy().astype(np.float64)
+    f = layer.block(x, training=False).numpy().astype(np.float64)
+    dl_dg = decisions * np.sum((f - x) * up, axis=(1, 2, 3)) + 0.1 * 1.0 / len(x)
+    np.testing.assert_allclose(by_var[id(gate.head.bias)], [np.sum(dl_dg * prob * (1 - prob))],
+                               rtol=1e-4, atol=1e-6)
 
 
 def test_counted_flops_equal_analytic_count():
