@@ -104,6 +104,25 @@ def test_exported_saved_models_and_tflite(rebel_model, tmp_path):
     np.testing.assert_allclose(d["z"].numpy(), out["z"].numpy(), atol=1e-6)
     np.testing.assert_array_equal(d["exited"].numpy(), conf >= t)
     np.testing.assert_allclose(s["logits"].numpy(), out["logits"].numpy(), atol=1e-4)
+    # The split deployment (device answers where exited, server elsewhere) equals the
+    # in-process predictor, including the extreme thresholds.
+    predictor = EarlyExitPredictor(model.device_model(), model.server_model(), t)
+    for threshold in (t, 0.0, 1.0):
+        device.threshold.assign(threshold)
+        predictor.set_threshold(threshold)
+        d = device.signatures["serving_default"](images=tf.constant(x))
+        s = server.signatures["serving_default"](z=d["z"])
+        ref = predictor(x)
+        np.testing.assert_array_equal(d["exited"].numpy(), ref["exited"].numpy())
+        np.testing.assert_array_equal(
+            np.where(d["exited"].numpy(), d["label"].numpy(), s["label"].numpy()),
+            ref["label"].numpy())
+        np.testing.assert_allclose(d["confidence"].numpy(), ref["confidence"].numpy(), atol=1e-6)
+    # threshold 1: only confidence exactly 1 stays local (none in this batch; the case of
+    # some exactly-1 confidences is covered by test_thresholds_zero_and_one).
+    np.testing.assert_array_equal(d["exited"].numpy(), conf == 1.0)
+    device.threshold.assign(0.0)
+    assert device.signatures["serving_default"](images=tf.constant(x))["exited"].numpy().all()
 
     flatbuffer = export_device_tflite(model, str(tmp_path / "device.tflite"), t, batch_size=6)
     interpreter = tf.lite.Interpreter(model_content=flatbuffer)
@@ -111,6 +130,9 @@ def test_exported_saved_models_and_tflite(rebel_model, tmp_path):
     lite = runner(images=x)
     np.testing.assert_allclose(lite["log_probs"], out["log_probs"].numpy(), atol=1e-4)
     np.testing.assert_array_equal(lite["label"], out["log_probs"].numpy().argmax(-1))
+    np.testing.assert_allclose(lite["confidence"], conf, atol=1e-5)
+    np.testing.assert_array_equal(lite["exited"], conf >= t)
+    np.testing.assert_allclose(lite["z"], out["z"].numpy(), atol=1e-5)
     assert (tmp_path / "device.tflite").stat().st_size == len(flatbuffer)
 
 
