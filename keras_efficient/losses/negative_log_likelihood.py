@@ -30,8 +30,10 @@ class NegativeLogLikelihood(keras.losses.Loss):
     `model.losses` to the compiled loss.
 
     Targets are cast to the distribution's dtype (float32). A target whose last
-    dimension differs from the distribution's event size raises ValueError; NaN or
-    Inf targets raise `tf.errors.InvalidArgumentError` (when `check_finite`).
+    dimension differs from the distribution's event size, or whose shape is not
+    the distribution's batch shape + event shape (which `log_prob` would silently
+    broadcast), raises ValueError; NaN or Inf targets raise
+    `tf.errors.InvalidArgumentError` (when `check_finite`).
 
     Args:
       check_finite: assert that the targets are finite.
@@ -56,6 +58,18 @@ class NegativeLogLikelihood(keras.losses.Loss):
                     "NegativeLogLikelihood: the targets must have the distribution's event size "
                     "{} in their last dimension. Received: y_true.shape={}".format(
                         expected, y_true.shape))
+        batch_shape = dist.batch_shape
+        if y_true.shape.rank is not None and batch_shape.rank is not None and (
+                event_shape.rank is not None):
+            # log_prob broadcasts: a target of another rank (e.g. [batch, 1, d]) would
+            # silently give a [batch, batch] loss instead of an error.
+            expected_rank = batch_shape.rank + event_shape.rank
+            if (y_true.shape.rank != expected_rank
+                    or not y_true.shape[:batch_shape.rank].is_compatible_with(batch_shape)):
+                raise ValueError(
+                    "NegativeLogLikelihood: the targets must have shape batch_shape + "
+                    "event_shape = {} + {} of the predicted distribution. Received: "
+                    "y_true.shape={}".format(batch_shape, event_shape, y_true.shape))
         if self.check_finite:
             with tf.control_dependencies([tf.debugging.assert_all_finite(
                     y_true, "NegativeLogLikelihood received non-finite targets (NaN or Inf).")]):

@@ -136,3 +136,26 @@ def test_missing_sdk_message(monkeypatch):
     assert distribute.describe_devices()["ipu"] is None
     with pytest.raises(RuntimeError, match="Poplar SDK"):
         distribute.make_ipu_strategy()
+
+
+def test_ipu_path_parses_as_python_38():
+    """The last Graphcore wheels run Python 3.8: the modules the IPU path and this
+    area's models import must parse with the 3.8 grammar (`ast` feature_version, a
+    best-effort check: it rejects e.g. `match` and parenthesised context managers)
+    and avoid str.removeprefix / removesuffix (3.9+)."""
+    import ast
+    import pathlib
+
+    import keras_efficient
+
+    root = pathlib.Path(keras_efficient.__file__).parent
+    files = sorted((root / "distribute").glob("*.py")) + [root / p for p in (
+        "backend.py", "utils/validation.py", "layers/bayesian.py", "layers/probabilistic_heads.py",
+        "losses/negative_log_likelihood.py", "models/galaxy_estimator.py", "models/flow_vae.py")]
+    for path in files:
+        source = path.read_text()
+        ast.parse(source, filename=str(path), feature_version=(3, 8))
+        assert ".removeprefix(" not in source and ".removesuffix(" not in source, path
+    # The check itself rejects newer syntax.
+    with pytest.raises(SyntaxError):
+        ast.parse("match x:\n    case 1:\n        pass\n", feature_version=(3, 8))

@@ -52,6 +52,14 @@ def test_wrong_event_size():
         NegativeLogLikelihood()(np.zeros((4, 3), np.float32), dist)
 
 
+@pytest.mark.parametrize("shape", [(4, 1, 2), (2,), (1, 2), (3, 2)])
+def test_targets_that_would_broadcast(shape):
+    """log_prob would broadcast these (e.g. [4, 1, 2] -> a [4, 4] loss): an error instead."""
+    dist = tfd.MultivariateNormalDiag(loc=np.zeros((4, 2), np.float32))
+    with pytest.raises(ValueError, match="batch_shape \\+ event_shape"):
+        NegativeLogLikelihood()(np.zeros(shape, np.float32), dist)
+
+
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_targets(bad):
     dist = tfd.MultivariateNormalDiag(loc=np.zeros((4, 2), np.float32))
