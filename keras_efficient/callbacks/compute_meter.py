@@ -117,6 +117,9 @@ class ComputeMeter(keras.callbacks.Callback):
         the MACs of gated / stochastic-depth blocks).
       per_layer: executed MACs per layer name.
       history: list of per-epoch `totals` snapshots (cumulative).
+
+    Each epoch's logs (and so `model.fit`'s History) get `compute_saving`,
+    `energy_saving_estimate` and `skip_ratio` (cumulative).
     """
 
     def __init__(self, batch_size, drop_counter=None):
@@ -218,6 +221,7 @@ class ComputeMeter(keras.callbacks.Callback):
         if logs is not None:
             logs["compute_saving"] = snapshot["compute_saving"]
             logs["energy_saving_estimate"] = snapshot["energy_saving"]
+            logs["skip_ratio"] = snapshot["skip_ratio"]
 
     @property
     def totals(self):

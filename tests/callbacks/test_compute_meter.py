@@ -71,7 +71,8 @@ def test_gated_blocks_count_open_fraction():
         on_train_batch_end=lambda b, logs: rates.append(float(block.open_fraction.numpy())))
     meter = ComputeMeter(batch_size=8)
     x = np.random.default_rng(0).uniform(size=(32, 8, 8, 3)).astype(np.float32)
-    model.fit(x, np.arange(32) % 10, batch_size=8, epochs=2, verbose=0, callbacks=[record, meter])
+    hist = model.fit(x, np.arange(32) % 10, batch_size=8, epochs=2, verbose=0,
+                     callbacks=[record, meter])
     c = 4
     block_macs = 2 * (8 * 8 * 9 * c * c) + 2 * (8 * 8 * c)
     names = [n for n in meter.per_layer if n.startswith(block.name + "/")
@@ -85,6 +86,9 @@ def test_gated_blocks_count_open_fraction():
     skipped = 3 * block_macs * 8 * (steps - sum(rates))
     assert res["executed_macs"] == pytest.approx(res["standard_macs"] - skipped + gate, rel=1e-6)
     assert res["skip_ratio"] == pytest.approx(1 - sum(rates) / steps, abs=1e-6)
+    # The skip ratio is also a logged metric (cumulative per epoch).
+    assert hist.history["skip_ratio"][-1] == pytest.approx(res["skip_ratio"], abs=1e-6)
+    assert hist.history["skip_ratio"][0] == pytest.approx(1 - sum(rates[:4]) / 4, abs=1e-6)
 
 
 def test_psg_precisions_and_fraction():
