@@ -320,6 +320,8 @@ def test_views_require_build():
     (dict(alpha=None), "alpha", TypeError),
     (dict(gamma=0), "gamma", ValueError),
     (dict(gamma=-1e-5), "gamma", ValueError),
+    (dict(alpha=float("inf")), "alpha", ValueError),
+    (dict(gamma=float("inf")), "gamma", ValueError),
     (dict(threshold="low"), "threshold", TypeError),
     (dict(threshold=float("nan")), "threshold", ValueError),
     (dict(unit_axes=()), "unit_axes", ValueError),

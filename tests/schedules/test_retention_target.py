@@ -61,6 +61,8 @@ def test_config_round_trip_and_keras_serialization():
     (dict(initial_target="a"), "initial_target", TypeError),
     (dict(initial_target=None), "initial_target", TypeError),
     (dict(final_target=float("nan")), "final_target", ValueError),
+    (dict(initial_target=float("inf")), "initial_target", ValueError),
+    (dict(final_target=float("-inf")), "final_target", ValueError),
 ])
 def test_invalid_arguments(kwargs, name, error):
     with pytest.raises(error, match="`{}`".format(name)):
