@@ -212,3 +212,9 @@ def test_cached_inference_factors(covariance):
     ref = _scipy_log_gamma(layer, z.astype(np.float64))
     np.testing.assert_allclose(layer.log_class_probs(z, factors).numpy(), ref, rtol=1e-4,
                                atol=2e-4)
+
+
+def test_paper_size_diag_mixed_precision(mixed_precision):
+    log_gamma, grads = _paper_size_run("diag", 16)
+    assert log_gamma.shape == (16, 100)
+    _assert_finite_and_normalised(log_gamma, grads)
