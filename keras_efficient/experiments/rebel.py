@@ -274,7 +274,7 @@ def run(ctx):
         predict = _fit_local_gmc(z_tr[tr], y_train[tr], num_classes, "diag",
                                  10 if quick else 40, ctx.seed)
         log_probs = predict(z_te[te])
-        rows8 = accuracy_vs_coverage(np.exp(log_probs.max(-1)), log_probs.argmax(-1),
+        rows8 = accuracy_vs_coverage(exit_score(log_probs), log_probs.argmax(-1),
                                      remote_all[te], y_test[te], COVERAGES)
         fig8[str(alpha)] = {"gini": gini, "train_size": int(len(tr)), "curve": rows8}
         label = "alpha={} (Gini {:.2f})".format(alpha, gini)
