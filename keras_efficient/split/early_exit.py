@@ -32,6 +32,9 @@ def early_exit_decision(log_probs, threshold):
               tf.debugging.assert_less_equal(threshold, 1.0,
                                              message="`threshold` must be in [0, 1].")]
     log_probs = tf.cast(log_probs, tf.float32)
+    if log_probs.shape.rank is not None and log_probs.shape.rank != 2:
+        raise ValueError("`log_probs` must have shape (batch, num_classes). Received: "
+                         "shape={}".format(log_probs.shape))
     checks.append(tf.debugging.assert_equal(
         tf.reduce_any(tf.math.is_nan(log_probs)), False,
         message="`log_probs` received NaN values."))

@@ -54,6 +54,8 @@ def test_bad_threshold_tensor_and_nan_log_probs():
     lp[1, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="NaN"):
         early_exit_decision(lp, 0.5)
+    with pytest.raises(ValueError, match=r"\(batch, num_classes\)"):
+        early_exit_decision(_log_probs()[0], 0.5)
 
 
 @pytest.fixture(scope="module")
