@@ -139,6 +139,19 @@ def _time_generation(ctx, device, s):
     return out
 
 
+def ratio_pair(kinds):
+    """The two device kinds compared in the speed-ratio plot, or None for fewer than two.
+
+    The paper compares GPU and IPU (R = t_GPU / t_IPU); the CPU is always
+    benchmarked, so with a GPU and an IPU the pair is ("gpu", "ipu"), otherwise
+    the CPU and the accelerator found.
+    """
+    kinds = list(kinds)
+    if len(kinds) < 2:
+        return None
+    return kinds[-2], kinds[-1]
+
+
 def speed_ratios(times_a, times_b):
     """{key: times_a[key] / times_b[key]} over the keys both have (R > 1: b is faster)."""
     return {k: times_a[k] / times_b[k] for k in times_a if k in times_b and times_b[k]}
@@ -172,8 +185,8 @@ def _plots(ctx, training, generation, kinds):
     ax.legend()
     ctx.report.add_figure("generation_time", fig, "FlowVAE generation time (Fig. 4 left)")
 
-    if len(kinds) >= 2:
-        a, b = kinds[0], kinds[1]
+    if ratio_pair(kinds):
+        a, b = ratio_pair(kinds)
         fig, axes = plt.subplots(1, 3, figsize=(13, 4))
         for ax, variant in zip(axes[:2], ("deterministic", "bayesian")):
             ta = {k: v["seconds"] for k, v in training[a][variant].items()}
@@ -237,8 +250,8 @@ def run(ctx):
                          gen_rows)
     _plots(ctx, training, generation, kinds)
     ratios = {}
-    if len(kinds) >= 2:
-        a, b = kinds[0], kinds[1]
+    if ratio_pair(kinds):
+        a, b = ratio_pair(kinds)
         ratios = {variant: speed_ratios(
             {k: v["seconds"] for k, v in training[a][variant].items()},
             {k: v["seconds"] for k, v in training[b][variant].items()})
@@ -246,4 +259,5 @@ def run(ctx):
         ratios["generation"] = speed_ratios(generation[a], generation[b])
     ctx.report.add_metrics({"settings": {k: v for k, v in s.items() if k != "cache_dir"},
                             "devices": found, "kinds": kinds, "training": training,
-                            "generation": generation, "speed_ratios": ratios})
+                            "generation": generation, "speed_ratios": ratios,
+                            "speed_ratio_pair": list(ratio_pair(kinds) or ())})

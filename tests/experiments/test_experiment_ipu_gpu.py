@@ -6,12 +6,20 @@ import os
 import pytest
 
 from keras_efficient.experiments import run_experiment
-from keras_efficient.experiments.ipu_gpu import speed_ratios
+from keras_efficient.experiments.ipu_gpu import ratio_pair, speed_ratios
 
 
 def test_speed_ratios():
     assert speed_ratios({2: 4.0, 4: 3.0, 8: 1.0}, {2: 1.0, 4: 3.0, 16: 2.0}) == {2: 4.0, 4: 1.0}
     assert speed_ratios({2: 1.0}, {2: 0.0}) == {}
+
+
+def test_ratio_pair_compares_gpu_and_ipu_when_both_exist():
+    # Figs. 2-3 of the paper: R = t_GPU / t_IPU; the CPU is always in the list.
+    assert ratio_pair(["cpu", "gpu", "ipu"]) == ("gpu", "ipu")
+    assert ratio_pair(["cpu", "ipu"]) == ("cpu", "ipu")
+    assert ratio_pair(["cpu", "gpu"]) == ("cpu", "gpu")
+    assert ratio_pair(["cpu"]) is None
 
 
 @pytest.mark.slow  # about a minute: 16x16 galaxies, one batch size per model
