@@ -2,6 +2,7 @@
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
+    assert_finite,
     check_float,
     check_input_rank,
     check_int,
@@ -63,6 +64,7 @@ class StochasticDepth(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
+        assert_finite(inputs, self.name)
         p = self.survival_probability
         if not training:
             return inputs + tf.cast(p, inputs.dtype) * (self.block(inputs, training=False) - inputs)

@@ -166,3 +166,12 @@ def test_layer_contract(mode):
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
                    expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=6,
                    expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True)
+
+
+def test_recurrent_gate_contract():
+    # The gate returns (probabilities, [h, c]); the harness compares the probabilities.
+    run_layer_test(RecurrentGate, dict(hidden_units=3, bias_initializer_value=0.5),
+                   input_shape=(4, 5), output_fn=lambda out: out[0], expected_output_shape=(4,),
+                   expected_num_trainable_weights=5, expected_num_non_trainable_weights=0,
+                   supports_jit=True, expected_mixed_precision_output_dtype="float32",
+                   fit_targets=[np.zeros((4,), np.float32), [np.zeros((4, 3), np.float32)] * 2])

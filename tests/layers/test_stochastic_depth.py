@@ -40,4 +40,5 @@ def test_layer_contract():
     config["config"].pop("dtype", None)
     run_layer_test(StochasticDepth, dict(block=config, survival_probability=0.7, seed=1),
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
-                   expected_num_trainable_weights=6, expected_num_non_trainable_weights=6)
+                   expected_num_trainable_weights=6, expected_num_non_trainable_weights=6,
+                   expect_nan_error=True)
