@@ -2,7 +2,8 @@
 
   keras-efficient info
   keras-efficient list
-  keras-efficient reproduce <experiment> [--quick] [--out DIR] [--seed N] [--option KEY=VALUE]
+  keras-efficient reproduce <experiment> [--quick] [--out DIR] [--seed N] [--dataset NAME]
+                            [--option KEY=VALUE]
 """
 
 import argparse
@@ -30,6 +31,9 @@ def build_parser():
                      help="a reduced run that takes minutes on 2 CPU cores")
     rep.add_argument("--out", default=None, help="output directory (default: runs/<experiment>)")
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    rep.add_argument("--dataset", default=None, choices=("digits", "cifar10", "cifar100"),
+                     help="image data set for the image experiments (rebel, resnet-digits); "
+                          "default: digits (built in); cifar10/100 are downloaded on first use")
     rep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="experiment-specific option, repeatable (e.g. --option dataset=cifar100)")
     return parser
@@ -100,8 +104,11 @@ def main(argv=None, stream=None):
         known = ", ".join(sorted(available_experiments()))
         stream.write("Unknown experiment {!r}. Available: {}\n".format(args.experiment, known))
         return 2
+    options = _parse_options(args.option)
+    if args.dataset is not None:
+        options["dataset"] = args.dataset
     run_experiment(args.experiment, quick=args.quick, seed=args.seed, out_dir=args.out,
-                   options=_parse_options(args.option), stream=stream)
+                   options=options, stream=stream)
     return 0
 
 

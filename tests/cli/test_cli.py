@@ -63,3 +63,18 @@ def test_reproduce_writes_report_metrics_and_plot(tmp_path):
     assert "| ResNet-8 |" in report and "learning_curves.png" in report
     assert os.path.getsize(out / "learning_curves.png") > 1000
     assert "epoch 1/1" in stream.getvalue()
+
+
+def test_dataset_flag_reaches_the_experiment(monkeypatch):
+    """--dataset is passed to the experiment as the `dataset` option (offline: cifar fails clearly)."""
+    seen = {}
+
+    def fake_run(name, quick, seed, out_dir, options, stream):
+        seen.update(name=name, options=options)
+
+    monkeypatch.setattr("keras_efficient.experiments.run_experiment", fake_run)
+    assert main(["reproduce", "resnet-digits", "--dataset", "cifar100", "--option", "epochs=2"],
+                stream=io.StringIO()) == 0
+    assert seen == {"name": "resnet-digits", "options": {"epochs": "2", "dataset": "cifar100"}}
+    with pytest.raises(SystemExit):
+        main(["reproduce", "resnet-digits", "--dataset", "mnist"], stream=io.StringIO())
