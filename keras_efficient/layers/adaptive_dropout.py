@@ -137,11 +137,8 @@ class AdaptiveDropout(keras.layers.Layer):
                  shared_axes=(), inference="hard", seed=None, **kwargs):
         super().__init__(**kwargs)
         self.schedule = _resolve_schedule(schedule)
-        # Finite: alpha = inf would freeze beta at c(t), gamma = inf make the loss infinite.
-        self.alpha = check_float("alpha", alpha, low=0.0, low_inclusive=False,
-                                 high=float("inf"), high_inclusive=False)
-        self.gamma = check_float("gamma", gamma, low=0.0, low_inclusive=False,
-                                 high=float("inf"), high_inclusive=False)
+        self.alpha = check_float("alpha", alpha, low=0.0, low_inclusive=False)
+        self.gamma = check_float("gamma", gamma, low=0.0, low_inclusive=False)
         self.threshold = check_float("threshold", threshold, allow_none=True)
         if self.threshold is None and not isinstance(
                 getattr(self.schedule, "final_target", None), numbers.Real):

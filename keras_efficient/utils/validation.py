@@ -44,7 +44,7 @@ def check_bool(name, value):
 
 def check_float(name, value, low=None, high=None, low_inclusive=True, high_inclusive=True,
                 allow_none=False):
-    """Checks that `value` is a real number in the given interval; returns it as float."""
+    """Checks that `value` is a finite real number in the given interval; returns it as float."""
     if value is None and allow_none:
         return None
     if not _is_real(value):
@@ -52,8 +52,7 @@ def check_float(name, value, low=None, high=None, low_inclusive=True, high_inclu
                                value, TypeError)
     value = float(value)
     if value != value or value in (float("inf"), float("-inf")):
-        if not (high is None and value == float("inf")):
-            raise invalid_argument(name, "a finite float", value)
+        raise invalid_argument(name, "a finite float", value)
     if low is not None and (value < low or (value == low and not low_inclusive)):
         raise invalid_argument(name, "a float" + _interval(low, high, low_inclusive, high_inclusive), value)
     if high is not None and (value > high or (value == high and not high_inclusive)):

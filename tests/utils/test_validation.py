@@ -84,3 +84,11 @@ def test_tensor_assertions():
 
     with pytest.raises(tf.errors.InvalidArgumentError, match="empty batch"):
         f(tf.zeros((0, 3)))
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("-inf")])
+def test_check_float_rejects_infinities_even_without_bounds(value):
+    with pytest.raises(ValueError, match="a finite float"):
+        check_float("alpha", value)
+    with pytest.raises(ValueError, match="a finite float"):
+        check_float("alpha", value, low=0.0)
