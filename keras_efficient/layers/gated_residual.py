@@ -44,8 +44,9 @@ class GatedResidualBlock(keras.layers.Layer):
         α · C_k(W, G) = α · (FLOPs_k / FLOPs_total) · mean_batch(d̂_k)
 
     where FLOPs_k is counted from the block's layers (`residual_block_flops`) and
-    FLOPs_total, the sum over all gated blocks of the network, is set by the model
-    builder through the non-trainable weight `flops_fraction` (1.0 alone). Summed
+    FLOPs_total, the sum over all gated blocks of the network, is set through the
+    non-trainable weight `flops_fraction` (1.0 alone) by `gated_resnet`, or for any
+    other model by `keras_efficient.models.set_gate_flops_fractions(model)`. Summed
     over blocks this is α·C with C the executed fraction of gateable FLOPs.
 
     Modes:

@@ -13,6 +13,7 @@ from keras_efficient.models.gated_resnet import (
     expected_sd_survival,
     gated_blocks_of,
     gated_resnet,
+    set_gate_flops_fractions,
     stochastic_depth_resnet,
 )
 from keras_efficient.models.rebel import ReBEL, split_functional_model
@@ -31,5 +32,6 @@ __all__ = [
     "expected_sd_survival",
     "gated_blocks_of",
     "gated_resnet",
+    "set_gate_flops_fractions",
     "stochastic_depth_resnet",
 ]

@@ -6,12 +6,34 @@ from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.models.resnet import cifar_resnet
 from keras_efficient.utils.validation import check_float, check_int
 
-__all__ = ["expected_sd_survival", "gated_blocks_of", "gated_resnet", "stochastic_depth_resnet"]
+__all__ = ["expected_sd_survival", "gated_blocks_of", "gated_resnet", "set_gate_flops_fractions",
+           "stochastic_depth_resnet"]
 
 
 def gated_blocks_of(model):
     """The `GatedResidualBlock` layers of `model`, in order."""
     return [layer for layer in model.layers if isinstance(layer, GatedResidualBlock)]
+
+
+def set_gate_flops_fractions(model):
+    """Sets each gated block's `flops_fraction` to FLOPs_k / Σ_j FLOPs_j over `model`'s gated blocks.
+
+    With it the blocks' added losses sum to α·C(W, G) of Eq. (1), C being the
+    executed fraction of the gateable FLOPs. `gated_resnet` calls it; call it
+    yourself on any other built model made of `GatedResidualBlock`s.
+
+    Args:
+      model: a built Keras model.
+
+    Returns:
+      The list of fractions, in block order.
+    """
+    blocks = gated_blocks_of(model)
+    total = float(sum(b.counted_flops for b in blocks)) or 1.0
+    fractions = [b.counted_flops / total for b in blocks]
+    for b, fraction in zip(blocks, fractions):
+        b.flops_fraction.assign(fraction)
+    return fractions
 
 
 def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters=16,
@@ -53,10 +75,7 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
     model = cifar_resnet(depth=depth, num_classes=num_classes, input_shape=input_shape,
                          base_filters=base_filters, block_wrapper=wrap, weight_decay=weight_decay,
                          name=name or "gated_resnet{}".format(depth))
-    blocks = gated_blocks_of(model)
-    total = float(sum(b.counted_flops for b in blocks)) or 1.0
-    for b in blocks:
-        b.flops_fraction.assign(b.counted_flops / total)
+    set_gate_flops_fractions(model)
     return model
 
 

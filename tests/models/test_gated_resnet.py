@@ -45,3 +45,31 @@ def test_stochastic_depth_resnet_linear_decay():
     np.testing.assert_allclose([l.survival_probability for l in layers],
                                [1 - k / 6 * 0.5 for k in (1, 2, 4, 6)])
     assert not any(isinstance(l, GatedResidualBlock) for l in model.layers)
+
+
+def _analytic_block_flops(h, c):
+    # 2 x (two 3x3 convs + two BN, 1 MAC per element) + one residual add per element.
+    return 2 * (2 * h * h * 9 * c * c + 2 * h * h * c) + h * h * c
+
+
+def test_set_gate_flops_fractions_on_a_hand_built_model():
+    from keras_efficient.layers import RecurrentGate, ResidualBlock
+    from keras_efficient.models import set_gate_flops_fractions
+
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 4))
+    a = GatedResidualBlock(ResidualBlock(4), gate=RecurrentGate(), flops_weight=0.3, mode="mask")
+    down = ResidualBlock(8, strides=2)
+    b = GatedResidualBlock(ResidualBlock(8), flops_weight=0.3, mode="mask")
+    model = keras.Model(inp, b(down(a(inp))))
+    flops = np.array([_analytic_block_flops(8, 4), _analytic_block_flops(4, 8)], float)
+    fractions = set_gate_flops_fractions(model)
+    np.testing.assert_allclose(fractions, flops / flops.sum(), rtol=1e-12)
+    np.testing.assert_allclose([a.flops_fraction.numpy(), b.flops_fraction.numpy()],
+                               flops / flops.sum(), rtol=1e-6)
+    # With all gates forced open the regulariser is α·C = α·1 (every gateable FLOP runs).
+    x = np.random.default_rng(0).uniform(size=(4, 8, 8, 4)).astype(np.float32)
+    y = a(x, decisions=np.ones(4))
+    b(down(y), decisions=np.ones(4))
+    total = float(a.losses[0]) + float(b.losses[0])
+    assert total == pytest.approx(0.3, rel=1e-6)
