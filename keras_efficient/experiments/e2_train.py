@@ -1,7 +1,8 @@
 """E²-Train on the built-in digits: SMB vs SMD vs SD vs SLU vs SLU+SMD vs SMD+SLU+PSG.
 
 Analogs of the paper's Tables 3-4 and Fig. 5 on `load_digits32` (1437 / 360
-32×32 images) with a small CIFAR ResNet:
+32×32 images; option `dataset` = "cifar10" | "cifar100" uses `load_images`, which
+downloads them) with a small CIFAR ResNet:
 
 * SMB: standard mini-batch training (the reference; computational and energy
   savings are measured against it, stepping on every batch in float32);
@@ -29,7 +30,7 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.callbacks import ComputeMeter, StochasticWeightAveraging
-from keras_efficient.data import DropCounter, drop_minibatches, load_digits32, smd_steps_per_epoch
+from keras_efficient.data import DropCounter, drop_minibatches, load_images, smd_steps_per_epoch
 from keras_efficient.models import cifar_resnet, gated_resnet, stochastic_depth_resnet
 from keras_efficient.training import convert_to_psg
 
@@ -66,6 +67,8 @@ def _settings(ctx):
         "flops_weight": float(opt.get("flops_weight", 0.4)),
         "final_survival": float(opt.get("final_survival", 0.5)),
         "beta": float(opt.get("beta", 0.05)),
+        "dataset": str(opt.get("dataset", "digits")),
+        "num_classes": 10,
     }
 
 
@@ -74,7 +77,7 @@ def _cosine(base, epochs):
 
 
 def _build(variant, s):
-    common = dict(depth=s["depth"], num_classes=10, input_shape=(32, 32, 3),
+    common = dict(depth=s["depth"], num_classes=s.get("num_classes", 10), input_shape=(32, 32, 3),
                   base_filters=s["base_filters"])
     if variant in ("SMB", "SMD"):
         return cifar_resnet(weight_decay=1e-4, **common)
@@ -140,7 +143,8 @@ def run_variant(variant, data, s, seed, progress=None):
 
 def run(ctx):
     s = _settings(ctx)
-    data = load_digits32()
+    data = load_images(s["dataset"])  # "digits" (default), "cifar10", "cifar100"
+    s["num_classes"] = int(max(data[0][1].max(), data[1][1].max())) + 1
     ctx.log("settings {}".format(s))
     results = {}
     variants = _variants(ctx)

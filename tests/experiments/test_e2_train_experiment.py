@@ -31,3 +31,27 @@ def test_smd_variant_books_steps_and_saving():
 def test_every_variant_runs(variant):
     r = run_variant(variant, _data(), SETTINGS, seed=0)
     assert np.isfinite(r["energy_j"]) and r["executed_macs"] > 0
+
+
+def test_dataset_option_picks_the_data_and_the_class_count(monkeypatch, tmp_path):
+    import io
+
+    from keras_efficient.experiments import e2_train, run_experiment
+
+    seen = []
+
+    def fake_load_images(name):
+        seen.append(name)
+        rng = np.random.default_rng(0)
+        x = rng.uniform(size=(32, 32, 32, 3)).astype(np.float32)
+        y = (np.arange(32) % 12).astype(np.int64)  # 12 classes: not the digits' 10
+        return (x, y), (x[:8], y[:8])
+
+    monkeypatch.setattr(e2_train, "load_images", fake_load_images)
+    options = {"dataset": "cifar100", "variants": "SMB", "epochs": "1", "depth": "8",
+               "base_filters": "2", "batch_size": "16"}
+    ctx = run_experiment("e2-train", quick=True, out_dir=str(tmp_path), options=options,
+                         stream=io.StringIO())
+    assert seen == ["cifar100"]
+    settings = ctx.report.metrics["settings"]
+    assert settings["dataset"] == "cifar100" and settings["num_classes"] == 12
