@@ -32,7 +32,7 @@ def build_parser():
     rep.add_argument("--out", default=None, help="output directory (default: runs/<experiment>)")
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     rep.add_argument("--dataset", default=None, choices=("digits", "cifar10", "cifar100"),
-                     help="image data set for the image experiments (rebel, resnet-digits); "
+                     help="image data set for the image experiments (e2-train, rebel, resnet-digits); "
                           "default: digits (built in); cifar10/100 are downloaded on first use")
     rep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
                      help="experiment-specific option, repeatable (e.g. --option dataset=cifar100)")
