@@ -83,6 +83,18 @@ class _PSGMixin:
             self.add_metric(tf.cast(tf.identity(self.predicted_fraction), tf.float32),
                             name=self.name + "_psg_fraction", aggregation="mean")
 
+    def call(self, inputs, training=None):
+        """Quantised forward pass (float32 inside) whose backward pass is `_forward`'s."""
+        x = tf.cast(inputs, tf.float32)
+        assert_finite(x, self.name)
+        kernel = tf.cast(self.kernel, tf.float32)
+        bias = (tf.cast(self.bias, tf.float32) if self.use_bias
+                else tf.zeros([self.kernel.shape[-1]]))
+        y = self._forward(x, kernel, bias)
+        self._report(training)
+        y = tf.cast(y, self.compute_dtype)
+        return self.activation(y) if self.activation is not None else y
+
     def _psg_get_config(self, config):
         config.update(self.psg_config)
         return config
@@ -121,16 +133,6 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
         check_last_dim_defined(self.name, input_shape)
         super().build(input_shape)
         self._build_fraction()
-
-    def call(self, inputs, training=None):
-        x = tf.cast(inputs, tf.float32)
-        assert_finite(x, self.name)
-        kernel = tf.cast(self.kernel, tf.float32)
-        bias = tf.cast(self.bias, tf.float32) if self.use_bias else tf.zeros([self.units])
-        y = self._forward(x, kernel, bias)
-        self._report(training)
-        y = tf.cast(y, self.compute_dtype)
-        return self.activation(y) if self.activation is not None else y
 
     def _forward(self, x, kernel, bias):
         cfg = self.psg_config
@@ -197,16 +199,6 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
         check_last_dim_defined(self.name, input_shape, "channel dimension")
         super().build(input_shape)
         self._build_fraction()
-
-    def call(self, inputs, training=None):
-        x = tf.cast(inputs, tf.float32)
-        assert_finite(x, self.name)
-        kernel = tf.cast(self.kernel, tf.float32)
-        bias = tf.cast(self.bias, tf.float32) if self.use_bias else tf.zeros([self.filters])
-        y = self._forward(x, kernel, bias)
-        self._report(training)
-        y = tf.cast(y, self.compute_dtype)
-        return self.activation(y) if self.activation is not None else y
 
     def _forward(self, x, kernel, bias):
         cfg = self.psg_config

@@ -150,3 +150,24 @@ def test_psg_inside_gather_mode_gates_trains_and_records_fraction():
     psg.fit(x, np.arange(8), epochs=1, verbose=0)
     conv = gated_blocks_of(psg)[0].block.conv1
     assert 0.0 < float(conv.predicted_fraction.numpy()) <= 1.0
+
+
+@pytest.mark.parametrize("make, x_shape", [
+    (lambda: PSGDense(3, use_bias=False), (2, 4)),
+    (lambda: PSGConv2D(5, 3, padding="same", use_bias=False), (2, 6, 6, 2)),
+])
+def test_without_bias_forward_is_the_quantised_product(make, x_shape):
+    """No bias: y = q8(x) · q8(W) (Dense) or conv(q8(x), q8(W)), and only the kernel trains."""
+    layer = make()
+    x = np.random.default_rng(3).normal(size=x_shape).astype(np.float32)
+    with tf.GradientTape() as tape:
+        y = layer(x)
+    (grad,) = tape.gradient(y, layer.trainable_weights)
+    qx = np_quantize(x, 8)
+    qw = np_quantize(layer.kernel.numpy(), 8)
+    if len(x_shape) == 2:
+        expected = qx @ qw
+    else:
+        expected = tf.nn.conv2d(qx, qw, 1, "SAME").numpy()
+    np.testing.assert_allclose(y.numpy(), expected, rtol=1e-5, atol=1e-5)
+    assert len(layer.trainable_weights) == 1 and grad.shape == layer.kernel.shape
