@@ -15,7 +15,6 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import numpy as np
 
@@ -24,23 +23,15 @@ from keras_efficient.layers import AdaptiveDropout
 from keras_efficient.models import ConformerEncoder
 from keras_efficient.pruning import count_parameters, prune
 
+from _timing import interleaved_medians  # beside this script
+
 
 def _latencies(models, x, repeats):
-    """Median inference time of each model, measured alternately (so that load from other
-    processes affects all of them alike)."""
-    fns = {}
-    for key, model in models.items():
-        fn = tf.function(lambda inp, m=model: m(inp, training=False))
-        for _ in range(3):
-            fn(x)
-        fns[key] = fn
-    times = {key: [] for key in fns}
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            start = time.perf_counter()
-            fn(x).numpy()
-            times[key].append(time.perf_counter() - start)
-    return {key: float(np.median(v)) for key, v in times.items()}
+    """Median inference time of each model, measured alternately."""
+    fns = {key: tf.function(lambda inp, m=model: m(inp, training=False))
+           for key, model in models.items()}
+    return interleaved_medians({key: (lambda fn=fn: fn(x).numpy()) for key, fn in fns.items()},
+                               repeats, warmup=3)
 
 
 def _set_keep(adl, fraction, rng):

@@ -15,13 +15,14 @@ import argparse
 import json
 import os
 import platform
-import time
 
 import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers import AdaptiveDropout, ConformerBlock
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
+
+from _timing import interleaved_medians  # beside this script
 
 
 class _DropoutFFN(ConformerFeedForward):
@@ -69,21 +70,7 @@ def _step_fn(model, x, y):
     data = iter(tf.data.Dataset.from_tensors((x, y)).repeat())
     for _ in range(3):
         step(data)
-
-    def run():
-        start = time.perf_counter()
-        float(step(data)["loss"])
-        return time.perf_counter() - start
-    return run
-
-
-def _interleaved(fns, repeats):
-    """Median time of each fn, measured alternately so load changes hit all alike."""
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            times[k].append(fn())
-    return {k: float(np.median(v)) for k, v in times.items()}
+    return lambda: float(step(data)["loss"])
 
 
 def main():
@@ -104,7 +91,7 @@ def main():
         h = keras.layers.Dense(1024, activation="relu")(inp)
         out = keras.layers.Dense(64)(make()(h))
         fns[label] = _step_fn(keras.Model(inp, out), x, y)
-    layer_times = _interleaved(fns, args.repeats)
+    layer_times = interleaved_medians(fns, args.repeats)
     results["layer"] = dict(layer_times, ratio=layer_times["adaptive_dropout"] /
                             layer_times["keras_dropout"])
 
@@ -118,7 +105,7 @@ def main():
                                                        **dims))):
         inp = keras.Input((64, 144))
         fns[label] = _step_fn(keras.Model(inp, make()(inp)), xb, xb)
-    block_times = _interleaved(fns, args.repeats)
+    block_times = interleaved_medians(fns, args.repeats)
     results["conformer_block"] = dict(block_times, ratio=block_times["adaptive_dropout"] /
                                       block_times["keras_dropout"])
     for name in ("layer", "conformer_block"):

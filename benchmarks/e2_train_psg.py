@@ -14,7 +14,6 @@ Usage: python benchmarks/e2_train_psg.py [--out FILE] [--repeats N]
 import argparse
 import json
 import platform
-import time
 
 import numpy as np
 
@@ -22,6 +21,8 @@ from keras_efficient.backend import keras, tf
 from keras_efficient.callbacks import ComputeMeter
 from keras_efficient.models import cifar_resnet
 from keras_efficient.training import convert_to_psg
+
+from _timing import interleaved_medians  # beside this script
 
 BATCH = 64
 
@@ -56,16 +57,9 @@ def main():
     }
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
     iterators = {k: iter(data) for k in models}
-    for key, model in models.items():
-        for _ in range(3):
-            model.train_function(iterators[key])
-    times = {k: [] for k in models}
-    for _ in range(args.repeats):
-        for key, model in models.items():
-            start = time.perf_counter()
-            model.train_function(iterators[key])
-            times[key].append(time.perf_counter() - start)
-    median = {k: float(np.median(v)) for k, v in times.items()}
+    median = interleaved_medians(
+        {k: (lambda m=m, it=iterators[k]: m.train_function(it)) for k, m in models.items()},
+        args.repeats, warmup=3)
     energy = {k: _energy_of_one_step(m, x, y) for k, m in models.items()}
     results = {
         "machine": platform.processor() or platform.machine(), "batch": BATCH,

@@ -14,12 +14,13 @@ Usage: python benchmarks/e2_train_slu.py [--out FILE] [--repeats N] [--warmup N]
 import argparse
 import json
 import platform
-import time
 
 import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers import GatedResidualBlock, RecurrentGate, ResidualBlock
+
+from _timing import interleaved_medians  # beside this script
 
 BLOCKS = 6
 CHANNELS = 16
@@ -75,16 +76,10 @@ def main():
     for skip in (0.2, 0.4, 0.6):
         models = {mode: _step_fn(_Net(mode, skip)) for mode in ("ungated", "gather", "mask")}
         iterators = {mode: iter(data) for mode in models}
-        for mode, model in models.items():
-            for _ in range(args.warmup):
-                model.train_function(iterators[mode])
-        times = {mode: [] for mode in models}
-        for _ in range(args.repeats):
-            for mode, model in models.items():
-                start = time.perf_counter()
-                model.train_function(iterators[mode])
-                times[mode].append(time.perf_counter() - start)
-        median = {mode: float(np.median(t)) for mode, t in times.items()}
+        median = interleaved_medians(
+            {mode: (lambda m=m, it=iterators[mode]: m.train_function(it))
+             for mode, m in models.items()},
+            args.repeats, warmup=args.warmup)
         row = {"median_step_s": median,
                "ratio_gather": median["gather"] / median["ungated"],
                "ratio_mask": median["mask"] / median["ungated"],
