@@ -74,20 +74,26 @@ class _FlipoutMixin:
     """KL through add_loss, a posterior-mean path, argument checks and the config."""
 
     def _init_bayesian(self, num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                       kernel_loc_initializer, check_finite):
+                       kernel_loc_initializer, check_finite, use_bias, seed, kwargs):
+        """Validates the shared arguments; returns the TFP keyword arguments (with `seed`)
+        and sets `kwargs["dtype"]` to float32 unless given."""
         self.num_train_examples = check_int("num_train_examples", num_train_examples, low=1)
         self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
         self.prior_scale = check_float("prior_scale", prior_scale, low=0.0, low_inclusive=False)
         self.posterior_scale_init = check_float("posterior_scale_init", posterior_scale_init)
         self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
         self.check_finite = check_bool("check_finite", check_finite)
+        use_bias = check_bool("use_bias", use_bias)
+        if kwargs.get("dtype") is None:
+            kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
         return dict(
             kernel_posterior_fn=_posterior_fn(self.kernel_loc_initializer, self.posterior_scale_init),
             kernel_prior_fn=_normal_prior_fn(self.prior_scale),
             kernel_divergence_fn=None,  # Added in `call`, every call (see `kl_divergence`).
-            bias_posterior_fn=_bias_posterior_fn(),
+            bias_posterior_fn=_bias_posterior_fn() if use_bias else None,
             bias_prior_fn=None,
             bias_divergence_fn=None,
+            seed=check_int("seed", seed, allow_none=True),
         )
 
     def kl_divergence(self):
@@ -178,16 +184,9 @@ class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
                  prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
                  check_finite=True, seed=None, **kwargs):
         units = check_int("units", units, low=1)
-        use_bias = check_bool("use_bias", use_bias)
-        seed = check_int("seed", seed, allow_none=True)
         fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                                  kernel_loc_initializer, check_finite)
-        if not use_bias:
-            fns["bias_posterior_fn"] = None
-        if kwargs.get("dtype") is None:
-            kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
-        super().__init__(units, activation=keras.activations.get(activation), seed=seed, **fns,
-                         **kwargs)
+                                  kernel_loc_initializer, check_finite, use_bias, seed, kwargs)
+        super().__init__(units, activation=keras.activations.get(activation), **fns, **kwargs)
         self.use_bias = use_bias
 
     def build(self, input_shape):
@@ -246,17 +245,11 @@ class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
         dilation_rate = _pair("dilation_rate", dilation_rate)
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise invalid_argument("padding", "one of 'valid', 'same'", padding)
-        use_bias = check_bool("use_bias", use_bias)
-        seed = check_int("seed", seed, allow_none=True)
         fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                                  kernel_loc_initializer, check_finite)
-        if not use_bias:
-            fns["bias_posterior_fn"] = None
-        if kwargs.get("dtype") is None:
-            kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
+                                  kernel_loc_initializer, check_finite, use_bias, seed, kwargs)
         super().__init__(filters, kernel_size, strides=strides, padding=padding.lower(),
                          dilation_rate=dilation_rate, activation=keras.activations.get(activation),
-                         seed=seed, **fns, **kwargs)
+                         **fns, **kwargs)
         self.use_bias = use_bias
 
     def build(self, input_shape):
