@@ -4,17 +4,17 @@ import math
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.conformer_common import (
-    AdaptiveSettings,
+    ConformerModule,
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_float, check_int
+from keras_efficient.utils.validation import check_int
 
 __all__ = ["ConformerSelfAttention"]
 
 
 @register_serializable
-class ConformerSelfAttention(keras.layers.Layer):
+class ConformerSelfAttention(ConformerModule):
     """Multi-head self-attention with ADL masks on the per-head queries and values.
 
         q_t^(h) = (b_Q^(h) + W_Q^(h) x_t) * m_Q^(h)
@@ -50,17 +50,13 @@ class ConformerSelfAttention(keras.layers.Layer):
 
     def __init__(self, model_dim, num_heads, dropout_rate=0.1, adaptive=True, schedule=None,
                  alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.model_dim = check_int("model_dim", model_dim, low=1)
+        super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
+                         inference, seed, **kwargs)
         self.num_heads = check_int("num_heads", num_heads, low=1)
         if self.model_dim % self.num_heads:
             raise ValueError("Invalid value received for argument `num_heads`. Expected a divisor "
                              "of model_dim={}. Received: num_heads={}".format(model_dim, num_heads))
         self.head_dim = self.model_dim // self.num_heads
-        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
-                                        high_inclusive=False)
-        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
-                                          seed)
         heads = (self.num_heads, self.head_dim)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.query = keras.layers.EinsumDense("btd,dhk->bthk", (None,) + heads, bias_axes="hk",
@@ -74,10 +70,6 @@ class ConformerSelfAttention(keras.layers.Layer):
         self.query_dropout = self._settings.make("adl_query", unit_axes=(-2, -1), seed_offset=1)
         self.value_dropout = self._settings.make("adl_value", unit_axes=(-2, -1), seed_offset=2)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
-
-    @property
-    def adaptive(self):
-        return self._settings.adaptive
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -109,7 +101,5 @@ class ConformerSelfAttention(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"model_dim": self.model_dim, "num_heads": self.num_heads,
-                       "dropout_rate": self.dropout_rate})
-        config.update(self._settings.config())
+        config.update({"num_heads": self.num_heads})
         return config

@@ -46,6 +46,33 @@ class AdaptiveSettings:
         }
 
 
+class ConformerModule(keras.layers.Layer):
+    """Base of the Conformer modules: width D, output dropout rate and the ADL settings.
+
+    Validates and stores `model_dim`, `dropout_rate` and the `AdaptiveDropout`
+    arguments, exposes `adaptive`, and puts all of them in `get_config`.
+    """
+
+    def __init__(self, model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
+                 inference, seed, **kwargs):
+        super().__init__(**kwargs)
+        self.model_dim = check_int("model_dim", model_dim, low=1)
+        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
+                                        high_inclusive=False)
+        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
+                                          seed)
+
+    @property
+    def adaptive(self):
+        return self._settings.adaptive
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"model_dim": self.model_dim, "dropout_rate": self.dropout_rate})
+        config.update(self._settings.config())
+        return config
+
+
 def build_sublayer(layer, input_shape):
     """Builds `layer` under its own name scope, so its weights get distinct names
     (`block/ffn1/dense1/kernel:0`, needed by the HDF5 weight format)."""

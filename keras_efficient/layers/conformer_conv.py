@@ -2,17 +2,17 @@
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.conformer_common import (
-    AdaptiveSettings,
+    ConformerModule,
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_float, check_int
+from keras_efficient.utils.validation import check_int
 
 __all__ = ["ConformerConvolution"]
 
 
 @register_serializable
-class ConformerConvolution(keras.layers.Layer):
+class ConformerConvolution(ConformerModule):
     """Conformer LConv module with an ADL on the GLU output.
 
         [a, g] = W [LayerNorm(x)] + b               (W = [W_I; W_G], one Dense of 2C units)
@@ -50,18 +50,14 @@ class ConformerConvolution(keras.layers.Layer):
     def __init__(self, model_dim, kernel_size, dropout_rate=0.1, conv_dim=None, adaptive=True,
                  schedule=None, alpha=1e-7, gamma=1e-5, threshold=None, inference="hard",
                  seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.model_dim = check_int("model_dim", model_dim, low=1)
+        super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
+                         inference, seed, **kwargs)
         self.kernel_size = check_int("kernel_size", kernel_size, low=1)
         if self.kernel_size % 2 == 0:
             raise ValueError("Invalid value received for argument `kernel_size`. Expected an odd "
                              "integer. Received: kernel_size={}".format(kernel_size))
-        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
-                                        high_inclusive=False)
         self.conv_dim = check_int("conv_dim", conv_dim, low=1, allow_none=True)
         self.channels = self.conv_dim or self.model_dim
-        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
-                                          seed)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.pointwise_in = keras.layers.Dense(2 * self.channels, name="pointwise_in")
         self.adaptive_dropout = self._settings.make("adl_glu", seed_offset=3)
@@ -70,10 +66,6 @@ class ConformerConvolution(keras.layers.Layer):
         self.batch_norm = keras.layers.BatchNormalization(epsilon=1e-3, name="batch_norm")
         self.pointwise_out = keras.layers.Dense(self.model_dim, name="pointwise_out")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
-
-    @property
-    def adaptive(self):
-        return self._settings.adaptive
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -103,7 +95,5 @@ class ConformerConvolution(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"model_dim": self.model_dim, "kernel_size": self.kernel_size,
-                       "dropout_rate": self.dropout_rate, "conv_dim": self.conv_dim})
-        config.update(self._settings.config())
+        config.update({"kernel_size": self.kernel_size, "conv_dim": self.conv_dim})
         return config

@@ -2,17 +2,17 @@
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.conformer_common import (
-    AdaptiveSettings,
+    ConformerModule,
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_float, check_int
+from keras_efficient.utils.validation import check_int
 
 __all__ = ["ConformerFeedForward"]
 
 
 @register_serializable
-class ConformerFeedForward(keras.layers.Layer):
+class ConformerFeedForward(ConformerModule):
     """Conformer FFN module with an ADL after the hidden activation.
 
         y = Dropout(b2 + W2 (m * swish(b1 + W1 LayerNorm(x))))        (Eq. 8)
@@ -41,22 +41,14 @@ class ConformerFeedForward(keras.layers.Layer):
 
     def __init__(self, model_dim, ffn_dim, dropout_rate=0.1, adaptive=True, schedule=None,
                  alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None, **kwargs):
-        super().__init__(**kwargs)
-        self.model_dim = check_int("model_dim", model_dim, low=1)
+        super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
+                         inference, seed, **kwargs)
         self.ffn_dim = check_int("ffn_dim", ffn_dim, low=1)
-        self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
-                                        high_inclusive=False)
-        self._settings = AdaptiveSettings(adaptive, schedule, alpha, gamma, threshold, inference,
-                                          seed)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.dense1 = keras.layers.Dense(self.ffn_dim, activation="swish", name="dense1")
         self.adaptive_dropout = self._settings.make("adl_hidden")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.dense2 = keras.layers.Dense(self.model_dim, name="dense2")
-
-    @property
-    def adaptive(self):
-        return self._settings.adaptive
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -80,7 +72,5 @@ class ConformerFeedForward(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"model_dim": self.model_dim, "ffn_dim": self.ffn_dim,
-                       "dropout_rate": self.dropout_rate})
-        config.update(self._settings.config())
+        config.update({"ffn_dim": self.ffn_dim})
         return config
