@@ -28,14 +28,15 @@ def count_parameters(model):
     depthwise kernels, BatchNorm parameters and W_O columns. Parameters that are
     left without any effect are removed as well and counted as removed: the
     LayerNorm of a module with no surviving unit, and the query/key units of a
-    head without surviving value units. `effective` equals
+    head without surviving value units. Nested functional models are counted
+    recursively. `effective` equals
     `prune(model).count_params()`.
 
     Returns:
       dict with `total`, `effective`, `removed`, `adaptive_dropout` and
       `ratio` (effective / total).
     """
-    blocks, sites = model_plans(model)
+    blocks, sites, nested = model_plans(model)
     adl_weights = adaptive_dropout_weights(model)
     adl_ids = {id(w) for w in adl_weights}
     total = _size([w for w in model.weights if id(w) not in adl_ids])
@@ -45,6 +46,8 @@ def count_parameters(model):
         removed += block_total - plan.pruned_parameters()
     for layer, (rows, cols) in dense_roles(sites).items():
         removed += layer.count_params() - dense_pruned_parameters(layer, rows, cols)
+    for inner in nested:
+        removed += count_parameters(inner)["removed"]
     effective = total - removed
     return {"total": total, "effective": effective, "removed": removed,
             "adaptive_dropout": _size(adl_weights), "ratio": effective / max(total, 1)}

@@ -138,24 +138,33 @@ def dense_site_plan(adl):
 
 
 def model_plans(model):
-    """({ConformerBlock: BlockPlan}, {AdaptiveDropout: DenseSitePlan}) for a functional model."""
+    """({ConformerBlock: BlockPlan}, {AdaptiveDropout: DenseSitePlan}, [nested model]) for a
+    functional model. Nested functional (or Sequential) models that hold sites are listed
+    in the third element and planned on their own, recursively."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
         raise ValueError("Expected a functional or Sequential keras.Model built on inputs. "
                          "Received: model={!r}".format(model))
-    blocks, sites = {}, {}
+    blocks, sites, nested = {}, {}, []
     for layer in model.layers:
         if isinstance(layer, ConformerBlock) and layer.adaptive:
             blocks[layer] = BlockPlan(layer)
         elif isinstance(layer, AdaptiveDropout):
             sites[layer] = dense_site_plan(layer)
         elif isinstance(layer, keras.Model):
-            nested = [sub for sub in layer._flatten_layers(include_self=False)
-                      if isinstance(sub, (AdaptiveDropout, ConformerBlock))]
-            if nested:
-                raise ValueError("prune() handles AdaptiveDropout and ConformerBlock layers at "
-                                 "the top level of the model; nested model `{}` contains "
-                                 "`{}`.".format(layer.name, nested[0].name))
-    return blocks, sites
+            inner = [sub for sub in layer._flatten_layers(include_self=False)
+                     if isinstance(sub, AdaptiveDropout)]
+            if not inner:
+                continue
+            if not getattr(layer, "_is_graph_network", False):
+                raise ValueError("prune() handles AdaptiveDropout layers in functional and "
+                                 "Sequential models (also nested ones); `{}` is a subclassed "
+                                 "model holding `{}`.".format(layer.name, inner[0].name))
+            if len(layer._inbound_nodes) != 1:
+                raise ValueError("Cannot prune nested model `{}`: it is used {} times; prune() "
+                                 "needs a model used exactly once.".format(
+                                     layer.name, len(layer._inbound_nodes)))
+            nested.append(layer)
+    return blocks, sites, nested
 
 
 def adaptive_dropout_weights(model):

@@ -32,6 +32,8 @@ def prune(model, name=None):
       no survivor the first Dense is removed and the second becomes a
       `ConstantOutput` (its activation applied to its bias). A Dense may sit
       between two sites (rows pruned by one, columns by the other).
+    - A nested functional or Sequential model holding such sites (used once) is
+      replaced by its own `prune` result, recursively.
 
     Every other layer is rebuilt from its config with its weights. The result's
     inference output equals the original's with `inference="hard"` (up to float
@@ -44,7 +46,7 @@ def prune(model, name=None):
     Returns:
       A functional `keras.Model` with the same inputs and outputs.
     """
-    blocks, sites = model_plans(model)
+    blocks, sites, nested = model_plans(model)
     roles = dense_roles(sites)
     new_layers = {}
 
@@ -60,6 +62,9 @@ def prune(model, name=None):
                 [len(v) for v in plan.value], len(plan.conv), layer.kernel_size,
                 layer.dropout_rate, name=layer.name)
             loader = lambda n, o=layer, p=plan: _load_block(n, o, p)  # noqa: E731
+        elif layer in nested:
+            new = prune(layer, name=layer.name)
+            loader = lambda n: None  # noqa: E731  (prune() loaded its weights)
         elif layer in roles:
             rows, cols = roles[layer]
             if cols is not None and len(cols) == 0:

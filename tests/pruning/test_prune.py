@@ -229,3 +229,48 @@ def test_subclassed_model_is_rejected():
             return x
     with pytest.raises(ValueError, match="functional"):
         prune(Net())
+
+
+# ----------------------------------------------------------------------------- nested models
+
+
+def test_nested_functional_models_are_pruned_recursively():
+    rng = np.random.default_rng(3)
+    inner_in = keras.Input((5,))
+    h = keras.layers.Dense(12, activation="relu", name="inner_d1")(inner_in)
+    h = AdaptiveDropout(name="inner_adl")(h)
+    inner = keras.Model(inner_in, keras.layers.Dense(7, name="inner_d2")(h), name="inner")
+    seq = keras.Sequential([keras.Input((7,)), keras.layers.Dense(9, activation="tanh"),
+                            AdaptiveDropout(name="seq_adl"), keras.layers.Dense(4)], name="seq")
+    inp = keras.Input((5,))
+    out = keras.layers.Dense(2, name="head")(seq(inner(inp)))
+    model = keras.Model(inp, out)
+    _randomise_weights(model, rng)
+    keep_inner = rng.uniform(size=12) < 0.5
+    keep_seq = np.zeros(9, bool)
+    keep_seq[[1, 4]] = True
+    _set_keep(inner.get_layer("inner_adl"), keep_inner, rng)
+    _set_keep(seq.get_layer("seq_adl"), keep_seq, rng)
+    pruned = prune(model)
+    _assert_same_outputs(model, pruned, rng.standard_normal((8, 5)).astype(np.float32))
+    n1, n2 = int(keep_inner.sum()), 2
+    # inner: 5 -> n1 -> 7; seq: 7 -> n2 -> 4; head 4 -> 2 (each Dense with its bias).
+    expected = (5 * n1 + n1) + (n1 * 7 + 7) + (7 * n2 + n2) + (n2 * 4 + 4) + (4 * 2 + 2)
+    assert count_parameters(model)["effective"] == expected
+    assert pruned.count_params() == expected
+    assert not any(isinstance(layer, AdaptiveDropout)
+                   for layer in pruned._flatten_layers(include_self=False))
+
+
+def test_nested_subclassed_model_with_sites_is_rejected():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.d1, self.adl, self.d2 = (keras.layers.Dense(6), AdaptiveDropout(),
+                                          keras.layers.Dense(2))
+
+        def call(self, x):
+            return self.d2(self.adl(self.d1(x)))
+    inp = keras.Input((4,))
+    with pytest.raises(ValueError, match="subclassed"):
+        prune(keras.Model(inp, Net()(inp)))
