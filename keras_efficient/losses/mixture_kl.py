@@ -1,9 +1,10 @@
 """ReBEL's regularisation loss: KL from the Gaussian posterior to the class mixture (Eq. 3)."""
 
-from keras_efficient.backend import tf
-from keras_efficient.utils.validation import assert_finite, check_choice
+from keras_efficient.backend import keras, tf
+from keras_efficient.utils.validation import assert_finite, check_choice, invalid_argument
 
-__all__ = ["gaussian_mixture_kl", "mixture_kl_divergence", "check_labels"]
+__all__ = ["gaussian_mixture_kl", "mixture_kl_divergence", "linear_softmax_prior",
+           "check_labels"]
 
 
 def check_labels(labels, num_classes, name="labels"):
@@ -141,25 +142,84 @@ def gaussian_mixture_kl(mean, variance, labels, component_means, covariances,
     return tf.reduce_min(kl, axis=-1)
 
 
+def linear_softmax_prior(classifier):
+    """The Gaussian mixture equivalent to a linear softmax classifier (ReBEL Sec. VI-A, [42]).
+
+    A softmax over logits wᵀ_c z + b_c is the class posterior of a unimodal
+    Gaussian mixture whose classes share one covariance (Hayashi et al., 2019,
+    Appendix A): with Σ shared,
+
+        log π_c N(z; μ_c, Σ) = (Σ⁻¹μ_c)ᵀ z − ½ μ_cᵀ Σ⁻¹ μ_c + log π_c + (terms free of c),
+
+    so w_c = Σ⁻¹μ_c and b_c = log π_c − ½ μ_cᵀ Σ⁻¹ μ_c (+ a constant shared by all
+    classes). The inverse is not unique (softmax is unchanged by a common shift of
+    the w_c and by any Σ with matching w_c); we choose Σ = I and no shift:
+
+        μ_c = w_c,   Σ_c = I,   π_c = softmax_c(b_c + ½ ‖w_c‖²),
+
+    which reproduces the classifier's posterior exactly (γ_c of Eq. 6 with K = 1
+    equals softmax(Wᵀz + b)_c). The KL of Eq. (3) against this prior is then
+
+        KL(N(m, S) ‖ N(w_c, I)) = ½ [ −log|S| − d + ‖m − w_c‖² + tr S ],
+
+    i.e. it pulls the posterior mean of a sample towards the weight vector of its
+    label (and the weight vector towards the posterior means); the bias enters
+    only π, which Eq. (3) does not use.
+
+    Args:
+      classifier: a built `keras.layers.Dense` with no activation (its outputs are
+        the logits that a softmax turns into γ), kernel (d, C).
+
+    Returns:
+      (weights (C, 1), means (C, 1, d), covariance diagonals (C, 1, d)), float32,
+      in the layout of `GaussianMixtureClassifier.mixture_parameters()` for
+      covariance="diag".
+    """
+    if not isinstance(classifier, keras.layers.Dense):
+        raise invalid_argument("classifier", "a keras.layers.Dense", classifier, TypeError)
+    if not classifier.built:
+        raise ValueError("`classifier` must be a built Dense layer (call it on embeddings "
+                         "first). Received: {!r}".format(classifier))
+    if classifier.activation not in (None, keras.activations.linear):
+        raise invalid_argument("classifier", "a Dense layer without activation (its outputs "
+                               "must be the softmax logits)", classifier.activation)
+    means = tf.transpose(tf.cast(classifier.kernel, tf.float32))  # (C, d)
+    logits = 0.5 * tf.reduce_sum(tf.square(means), axis=-1)
+    if classifier.use_bias:
+        logits = logits + tf.cast(classifier.bias, tf.float32)
+    return (tf.nn.softmax(logits)[:, None], means[:, None, :],
+            tf.ones_like(means)[:, None, :])
+
+
 def mixture_kl_divergence(mean, variance, labels, classifier, projection=None):
-    """Eq. (3) with the current parameters of a built `GaussianMixtureClassifier`.
+    """Eq. (3) with the current parameters of a built early classifier.
+
+    For a `GaussianMixtureClassifier` the prior is its mixture; for a linear
+    softmax classifier (`keras.layers.Dense` without activation) it is the
+    equivalent shared-covariance mixture of `linear_softmax_prior`
+    (μ_c = w_c, Σ = I, one component per class).
 
     Args:
       mean, variance: the posterior N(μ(x), diag σ(x)) from the variational head,
         (batch, d_in) each (flatten spatial bottlenecks first).
       labels: integer labels, (batch,) or (batch, 1).
-      classifier: a built `GaussianMixtureClassifier` whose components live in
-        the classifier's d-dimensional space.
+      classifier: a built `GaussianMixtureClassifier` or `keras.layers.Dense`
+        whose inputs live in the d-dimensional space.
       projection: None, a built `RandomProjection` layer, or a (d, d_in) matrix R,
-        when the classifier works on R z.
+        when the classifier works on R z (the posterior is projected exactly:
+        mean Rμ, covariance R·diag(σ)·Rᵀ).
 
     Returns:
       (batch,) float32 per-sample KL (min over the label's K components).
     """
+    if projection is not None and hasattr(projection, "matrix"):
+        projection = projection.matrix()
+    if isinstance(classifier, keras.layers.Dense):
+        _, means, covariances = linear_softmax_prior(classifier)
+        return gaussian_mixture_kl(mean, variance, labels, means, covariances,
+                                   covariance_type="diag", projection=projection)
     if not getattr(classifier, "built", False):
         raise ValueError("`classifier` must be a built GaussianMixtureClassifier (call it on "
                          "embeddings first). Received: {!r}".format(classifier))
-    if projection is not None and hasattr(projection, "matrix"):
-        projection = projection.matrix()
     return gaussian_mixture_kl(mean, variance, labels, classifier.means, classifier.covariances(),
                                covariance_type=classifier.covariance, projection=projection)

@@ -60,7 +60,7 @@ def split_functional_model(model, split_layer):
 class ReBEL(keras.Model):
     """Teacher split into H and T, with Head₁ → z → (Head₂ → T) and an early classifier on z.
 
-    Trains, with a standard `fit(images, labels)`, the loss of Eq. (5)
+    Trains the loss of Eq. (5)
 
         L = α·L_M + β·L_R + γ·L_C
 
@@ -71,9 +71,28 @@ class ReBEL(keras.Model):
     batch (Eq. 5 sums; the ratio of the terms is unchanged) and reported as a
     metric (`mimic_loss`, `regularization_loss`, `early_classification_loss`),
     with `local_accuracy` (early classifier) and `remote_accuracy` (Head₂ + T).
-    The teacher head and the tail are frozen. The loss is composed in
-    `compute_loss`, so the stock `train_step`/`test_step` (and any distribution
-    strategy) apply unchanged.
+    The teacher head and the tail are frozen.
+
+    Two equivalent ways to feed the labels, both with the stock `train_step`:
+
+    * `fit(images, labels)` (Keras >= 2.9): the loss is composed in
+      `compute_loss` and the metrics in `compute_metrics`.
+    * `fit({"images": images, "labels": labels})` with `compile(optimizer)` and
+      no loss, no `y`: `call` adds the same loss through `add_loss` (the batch
+      mean per replica, which Keras scales by 1/replicas) and updates the same
+      metrics. This is what Keras 2.6's `train_step` (Graphcore's TensorFlow)
+      runs: `self(x, training=True)` and `compiled_loss(y, y_pred, ...,
+      regularization_losses=self.losses)`, with no `compute_loss` hook.
+    The terms are added in exactly one place: `call` adds them only when the
+    inputs carry labels, and `compute_loss` then uses Keras's own composition
+    (the added losses) instead of composing Eq. (5) again; passing labels both
+    in the inputs and as `y` raises.
+
+    Linear classifier: the KL of Eq. (3) uses the Gaussian mixture equivalent to
+    the softmax (Sec. VI-A, [42]; `keras_efficient.losses.linear_softmax_prior`):
+    one component per class with mean μ_c = w_c (the class's column of the Dense
+    kernel) and covariance I, so L_R = ½[−log|S| − d + ‖m − w_c‖² + tr S] with
+    m = μ(x), S = diag σ(x), or m = Rμ(x), S = R·diag(σ(x))·Rᵀ after a projection R.
 
     Second stage (Sec. IV-D): `set_stage("tail")` freezes Head₁, Head₂ and the
     classifier, unfreezes T and trains it with cross-entropy on T's logits; call
@@ -89,17 +108,21 @@ class ReBEL(keras.Model):
       components_per_class, covariance: GMC settings.
       projection_dim: if set, a `RandomProjection` to this size precedes the classifier.
       projection_seed: its seed.
-      alpha, beta, gamma: loss weights of Eq. (5) (paper: 1, 0.001, 0.1). β must be
-        0 for the linear classifier (it has no mixture prior).
+      alpha, beta, gamma: loss weights of Eq. (5) (paper: 1, 0.001, 0.1).
 
     Call arguments:
-      inputs: images. training: sample z and run in training mode.
+      inputs: images (batch, H, W, 3), or a dict {"images": images, "labels":
+        labels} with integer labels (batch,) (then the Eq. 5 loss is added).
+      training: sample z and run in training mode.
 
     Returns (call):
       dict with `log_probs` (batch, C) of the early classifier, `logits` (batch, C)
       of the server path, `z`, `mean`, `variance` (bottleneck tensors) and
       `reconstruction` (Head₂ output v').
     """
+
+    IMAGES = "images"
+    LABELS = "labels"
 
     def __init__(self, teacher_head, tail, num_classes, head_filters=(64, 64, 64),
                  latent_channels=3, head_strides=None, decoder_filters=(64, 64, 64),
@@ -120,8 +143,6 @@ class ReBEL(keras.Model):
         self.alpha = check_float("alpha", alpha, low=0.0)
         self.beta = check_float("beta", beta, low=0.0)
         self.gamma = check_float("gamma", gamma, low=0.0)
-        if self.classifier_type == "linear" and self.beta:
-            raise invalid_argument("beta", "0 for classifier='linear' (no mixture prior)", beta)
         v_shape = teacher_head.output_shape
         if not isinstance(v_shape, tuple) or len(v_shape) != 4:
             raise invalid_argument("teacher_head", "a model with one (batch, H, W, C) output",
@@ -183,13 +204,42 @@ class ReBEL(keras.Model):
         return features
 
     def call(self, inputs, training=None):
-        z, mean, variance = self.head1(inputs, training=training)
+        images, labels = self._split_inputs(inputs)
+        z, mean, variance = self.head1(images, training=training)
         reconstruction = self.head2(z)
         logits = self.tail(reconstruction, training=training)
-        return {"log_probs": self.early_log_probs(z), "logits": tf.cast(logits, tf.float32),
-                "z": z, "mean": mean, "variance": variance, "reconstruction": reconstruction}
+        outputs = {"log_probs": self.early_log_probs(z), "logits": tf.cast(logits, tf.float32),
+                   "z": z, "mean": mean, "variance": variance,
+                   "reconstruction": reconstruction}
+        if labels is not None:
+            # Keras 2.6 path: the loss and metrics live in the forward pass.
+            labels = check_labels(labels, self.num_classes)
+            total, terms = self._loss_terms(images, labels, outputs)
+            self.add_loss(tf.reduce_mean(total))
+            self._update_metrics(labels, outputs, total, terms)
+        return outputs
 
     # -- training -------------------------------------------------------------------------
+
+    def _split_inputs(self, inputs):
+        """(images, labels or None) from images or {"images": ..., "labels": ...}."""
+        if not isinstance(inputs, dict):
+            return inputs, None
+        unknown = sorted(set(inputs) - {self.IMAGES, self.LABELS})
+        if self.IMAGES not in inputs or unknown:
+            raise ValueError("ReBEL inputs must be images or a dict with keys 'images' and "
+                             "(optionally) 'labels'. Received keys: {}".format(sorted(inputs)))
+        return inputs[self.IMAGES], inputs.get(self.LABELS)
+
+    def build(self, input_shape):
+        # Keras builds by calling `call` on placeholders outside a call context, where
+        # `add_loss` would fail: the weights depend on the images only.
+        if isinstance(input_shape, dict):
+            input_shape = input_shape[self.IMAGES]
+        super().build(input_shape)
+
+    def _labels_in(self, x):
+        return isinstance(x, dict) and x.get(self.LABELS) is not None
 
     def set_stage(self, stage):
         """"bottleneck" (Eq. 5, tail frozen) or "tail" (Sec. IV-D fine-tuning). Recompile after."""
@@ -199,40 +249,54 @@ class ReBEL(keras.Model):
         for layer in (self.head1, self.head2, self.classifier):
             layer.trainable = not tail_stage
 
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
-        if y is None:
-            raise ValueError("ReBEL needs integer labels: call fit(images, labels).")
-        labels = check_labels(y, self.num_classes)
+    def _loss_terms(self, images, labels, outputs):
+        """Per-sample total loss (batch,) and the per-sample terms of the current stage."""
         if self.stage == "tail":
-            per_sample = keras.losses.sparse_categorical_crossentropy(
-                labels, y_pred["logits"], from_logits=True)
-            loss = tf.nn.compute_average_loss(per_sample)
-            self._trackers["loss"].update_state(tf.reduce_mean(per_sample))
-        else:
-            teacher = tf.cast(self.teacher_head(x, training=False), tf.float32)
-            diff = tf.square(tf.cast(y_pred["reconstruction"], tf.float32) - teacher)
-            mimic = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=-1)
-            nll = early_classification_nll(labels, y_pred["log_probs"])
-            total = self.alpha * mimic + self.gamma * nll
-            terms = {"mimic_loss": mimic, "early_classification_loss": nll}
-            if self.beta:
-                kl = mixture_kl_divergence(self.flatten(y_pred["mean"]),
-                                           self.flatten(y_pred["variance"]), labels,
-                                           self.classifier, projection=self.projection)
-                total = total + self.beta * kl
-                terms["regularization_loss"] = kl
-            for name, value in terms.items():
-                self._trackers[name].update_state(tf.reduce_mean(value))
-            self._trackers["loss"].update_state(tf.reduce_mean(total))
-            loss = tf.nn.compute_average_loss(total)
+            total = keras.losses.sparse_categorical_crossentropy(
+                labels, outputs["logits"], from_logits=True)
+            return total, {}
+        teacher = tf.cast(self.teacher_head(images, training=False), tf.float32)
+        diff = tf.square(tf.cast(outputs["reconstruction"], tf.float32) - teacher)
+        mimic = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=-1)
+        nll = early_classification_nll(labels, outputs["log_probs"])
+        total = self.alpha * mimic + self.gamma * nll
+        terms = {"mimic_loss": mimic, "early_classification_loss": nll}
+        if self.beta:
+            kl = mixture_kl_divergence(self.flatten(outputs["mean"]),
+                                       self.flatten(outputs["variance"]), labels,
+                                       self.classifier, projection=self.projection)
+            total = total + self.beta * kl
+            terms["regularization_loss"] = kl
+        return total, terms
+
+    def _update_metrics(self, labels, outputs, total, terms):
+        for name, value in terms.items():
+            self._trackers[name].update_state(tf.reduce_mean(value))
+        self._trackers["loss"].update_state(tf.reduce_mean(total))
+        self._accuracy["local_accuracy"].update_state(labels, outputs["log_probs"])
+        self._accuracy["remote_accuracy"].update_state(labels, outputs["logits"])
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        if self._labels_in(x):
+            if y is not None:
+                raise ValueError("ReBEL received labels both in the inputs and as `y`: use "
+                                 "fit(images, labels) or fit({'images': ..., 'labels': ...}), "
+                                 "not both.")
+            # `call` already added Eq. (5) with add_loss: Keras's own composition.
+            return super().compute_loss(x, y, y_pred, sample_weight)
+        if y is None:
+            raise ValueError("ReBEL needs integer labels: call fit(images, labels) or "
+                             "fit({'images': images, 'labels': labels}).")
+        labels = check_labels(y, self.num_classes)
+        total, terms = self._loss_terms(x, labels, y_pred)
+        self._update_metrics(labels, y_pred, total, terms)
+        loss = tf.nn.compute_average_loss(total)
         if self.losses:
             loss = loss + tf.nn.scale_regularization_loss(tf.add_n(self.losses))
         return loss
 
     def compute_metrics(self, x, y, y_pred, sample_weight):
-        labels = check_labels(y, self.num_classes)
-        self._accuracy["local_accuracy"].update_state(labels, y_pred["log_probs"])
-        self._accuracy["remote_accuracy"].update_state(labels, y_pred["logits"])
+        # Updated with the loss (in `compute_loss`, or in `call` when the labels are inputs).
         return {m.name: m.result() for m in self.metrics}
 
     @property

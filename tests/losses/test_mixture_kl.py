@@ -2,12 +2,17 @@
 
 import numpy as np
 import pytest
+from scipy.special import logsumexp
 from scipy.stats import multivariate_normal
 
-from keras_efficient.backend import tf
+from keras_efficient.backend import keras, tf
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.random_projection import RandomProjection
-from keras_efficient.losses.mixture_kl import gaussian_mixture_kl, mixture_kl_divergence
+from keras_efficient.losses.mixture_kl import (
+    gaussian_mixture_kl,
+    linear_softmax_prior,
+    mixture_kl_divergence,
+)
 
 
 def _np_kl(m0, s0, m1, s1):
@@ -155,3 +160,65 @@ def test_mismatched_shapes_raise_instead_of_broadcasting():
     with pytest.raises(ValueError, match="posterior has 6 dimensions"):
         mixture_kl_divergence(np.zeros((2, 6), "float32"), np.ones((2, 6), "float32"), [0, 1],
                               clf)
+
+
+def _dense(rng, d, c, activation=None):
+    layer = keras.layers.Dense(c, activation=activation)
+    layer.build((None, d))
+    layer.kernel.assign(rng.normal(size=(d, c)).astype("float32"))
+    layer.bias.assign(rng.normal(size=c).astype("float32"))
+    return layer
+
+
+def test_linear_softmax_prior_reproduces_the_softmax():
+    """π_c N(z; w_c, I), normalised over c, equals softmax(Wᵀz + b) (SciPy densities)."""
+    rng = np.random.default_rng(6)
+    layer = _dense(rng, 5, 4)
+    weights, means, cov = [t.numpy().astype(np.float64) for t in linear_softmax_prior(layer)]
+    assert weights.shape == (4, 1) and means.shape == (4, 1, 5) and cov.shape == (4, 1, 5)
+    np.testing.assert_allclose(cov, 1.0)
+    np.testing.assert_allclose(weights.sum(), 1.0, rtol=1e-6)
+    z = rng.normal(size=(6, 5))
+    w = layer.kernel.numpy().astype(np.float64)
+    logits = z @ w + layer.bias.numpy()
+    expected = logits - logsumexp(logits, axis=-1, keepdims=True)
+    joint = np.stack([np.log(weights[c, 0]) + multivariate_normal(means[c, 0], np.eye(5)).logpdf(z)
+                      for c in range(4)], axis=-1)
+    np.testing.assert_allclose(joint - logsumexp(joint, axis=-1, keepdims=True), expected,
+                               rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("projected", [False, True])
+def test_linear_classifier_kl_closed_form(projected):
+    """KL(N(m, S) ‖ N(w_c, I)) = ½[−log|S| − d + ‖m − w_c‖² + tr S], m = Rμ, S = R diag σ Rᵀ."""
+    rng = np.random.default_rng(7)
+    d_in, d, c = 16, (4 if projected else 16), 3
+    layer = _dense(rng, d, c)
+    proj = None
+    r = np.eye(d_in)
+    if projected:
+        proj = RandomProjection(d, seed=3)
+        proj(np.zeros((1, d_in), "float32"))
+        r = proj.matrix().numpy().astype(np.float64)
+        assert np.linalg.matrix_rank(r) == d  # S = R diag σ Rᵀ non-singular
+    mean = rng.normal(size=(5, d_in)).astype("float32")
+    var = rng.uniform(0.3, 2.0, size=(5, d_in)).astype("float32")
+    labels = np.array([0, 2, 1, 1, 2])
+    ours = mixture_kl_divergence(mean, var, labels, layer, projection=proj).numpy()
+    w = layer.kernel.numpy().astype(np.float64)
+    for b in range(5):
+        m = r @ mean[b]
+        s = r @ np.diag(var[b].astype(np.float64)) @ r.T
+        expected = 0.5 * (-np.linalg.slogdet(s)[1] - d + np.sum((m - w[:, labels[b]]) ** 2)
+                          + np.trace(s))
+        np.testing.assert_allclose(ours[b], expected, rtol=1e-4, atol=1e-4)
+
+
+def test_linear_softmax_prior_errors():
+    rng = np.random.default_rng(8)
+    with pytest.raises(ValueError, match="built"):
+        linear_softmax_prior(keras.layers.Dense(3))
+    with pytest.raises(ValueError, match="without activation"):
+        linear_softmax_prior(_dense(rng, 4, 3, activation="softmax"))
+    with pytest.raises(TypeError, match="classifier"):
+        linear_softmax_prior(GaussianMixtureClassifier(3))
