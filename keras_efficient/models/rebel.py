@@ -288,7 +288,7 @@ class ReBEL(keras.Model):
             raise ValueError("ReBEL needs integer labels: call fit(images, labels) or "
                              "fit({'images': images, 'labels': labels}).")
         labels = check_labels(y, self.num_classes)
-        total, terms = self._loss_terms(x, labels, y_pred)
+        total, terms = self._loss_terms(self._split_inputs(x)[0], labels, y_pred)
         self._update_metrics(labels, y_pred, total, terms)
         loss = tf.nn.compute_average_loss(total)
         if self.losses:

@@ -131,6 +131,8 @@ def test_evaluate_reports_the_same_loss_both_ways():
     model.compile(keras.optimizers.SGD(0.0))
     a = model.evaluate(x, y, batch_size=N, verbose=0, return_dict=True)
     b = model.evaluate({"images": x, "labels": y}, batch_size=N, verbose=0, return_dict=True)
+    c = model.evaluate({"images": x}, y, batch_size=N, verbose=0, return_dict=True)
+    np.testing.assert_allclose(c["loss"], a["loss"], rtol=1e-6)
     total, _ = _np_eq5(model, x, y, model(x, training=False), _np_prior(model), 1.0, 0.01, 0.1)
     for key in a:
         np.testing.assert_allclose(b[key], a[key], rtol=1e-5, err_msg=key)
