@@ -5,10 +5,12 @@ from keras_efficient.split.baselines import (
     KNNEarlyClassifier,
     LinearEarlyClassifier,
 )
+from keras_efficient.split.codec import BottleneckCodec
 from keras_efficient.split.coverage import (
     accuracy_vs_coverage,
     coverage_curve,
     exit_score,
+    max_coverage_at_accuracy,
     split_accuracy,
     threshold_for_coverage,
 )
@@ -33,6 +35,7 @@ from keras_efficient.split.transmission import (
 
 __all__ = [
     "BYTES_PER_ELEMENT",
+    "BottleneckCodec",
     "DeviceModule",
     "EarlyExitPredictor",
     "KMeansEarlyClassifier",
@@ -51,6 +54,7 @@ __all__ = [
     "export_device_tflite",
     "export_server_model",
     "gini_index",
+    "max_coverage_at_accuracy",
     "network_load_bps",
     "network_time",
     "quantize_uint8",

@@ -5,7 +5,7 @@ import numpy as np
 from keras_efficient.utils.validation import check_float, invalid_argument
 
 __all__ = ["coverage_curve", "threshold_for_coverage", "split_accuracy",
-           "accuracy_vs_coverage", "exit_score"]
+           "accuracy_vs_coverage", "exit_score", "max_coverage_at_accuracy"]
 
 
 def _vector(name, value, dtype=None):
@@ -113,3 +113,42 @@ def accuracy_vs_coverage(confidence, local_label, remote_label, labels, coverage
         row.update({"target_coverage": float(target), "threshold": t})
         rows.append(row)
     return rows
+
+
+def max_coverage_at_accuracy(confidence, local_label, remote_label, labels, min_accuracy):
+    """The largest coverage whose overall accuracy stays >= `min_accuracy` (Table II).
+
+    Thresholds are the distinct confidences (a threshold covers every sample with
+    confidence >= it, ties together) and "above the largest" (nothing local, the
+    remote-only accuracy). Overall accuracy need not fall monotonically with
+    coverage, so every threshold is checked and the largest feasible coverage wins.
+
+    Returns:
+      `split_accuracy` at that threshold plus `threshold`, `min_accuracy` and
+      `feasible` (False when even remote-only misses the target; coverage is then 0).
+    """
+    confidence = _vector("confidence", confidence, np.float64)
+    local_label = _vector("local_label", local_label)
+    remote_label = _vector("remote_label", remote_label)
+    labels = _vector("labels", labels)
+    if not (confidence.shape == local_label.shape == remote_label.shape == labels.shape):
+        raise ValueError("All inputs must have the same length.")
+    if np.isnan(confidence).any():
+        raise ValueError("`confidence` received NaN values.")
+    min_accuracy = check_float("min_accuracy", min_accuracy, low=0.0, high=1.0)
+    n = confidence.size
+    order = np.argsort(-confidence, kind="stable")
+    ordered = confidence[order]
+    gain = ((local_label == labels).astype(np.int64) - (remote_label == labels).astype(np.int64))
+    correct = np.sum(remote_label == labels) + np.concatenate([[0], np.cumsum(gain[order])])
+    # k local samples is reachable by a threshold only at the end of a run of ties.
+    k = np.arange(n + 1)
+    reachable = np.ones(n + 1, bool)
+    reachable[1:n] = ordered[:-1] != ordered[1:]
+    feasible = reachable & (correct >= min_accuracy * n - 1e-9)
+    best = int(k[feasible].max()) if feasible.any() else 0
+    threshold = (float(ordered[best - 1]) if best else float(np.nextafter(ordered[0], np.inf)))
+    row = split_accuracy(local_label, remote_label, labels, confidence >= threshold)
+    row.update({"threshold": threshold, "min_accuracy": min_accuracy,
+                "feasible": bool(feasible.any())})
+    return row

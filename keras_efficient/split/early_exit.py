@@ -1,6 +1,7 @@
 """Batch early exit with static shapes (ReBEL inference workflow, Sec. III-B)."""
 
 from keras_efficient.backend import tf
+from keras_efficient.split.codec import BottleneckCodec
 from keras_efficient.utils.validation import check_float, invalid_argument
 
 __all__ = ["early_exit_decision", "EarlyExitPredictor"]
@@ -58,12 +59,18 @@ class EarlyExitPredictor(tf.Module):
       device_model: images → {"z", "log_probs"} (e.g. `ReBEL.device_model()`).
       server_model: z → {"logits"} (e.g. `ReBEL.server_model()`).
       threshold: confidence threshold in [0, 1].
+      codec: optional `BottleneckCodec`; the server then receives
+        `codec.decode(codec.encode(z))`, e.g. the dequantised uint8 z a deployment
+        would transmit (the early classifier still uses the float z).
     """
 
-    def __init__(self, device_model, server_model, threshold=0.5, name=None):
+    def __init__(self, device_model, server_model, threshold=0.5, codec=None, name=None):
         super().__init__(name=name)
         self.device_model = device_model
         self.server_model = server_model
+        if codec is not None and not isinstance(codec, BottleneckCodec):
+            raise invalid_argument("codec", "a BottleneckCodec or None", codec, TypeError)
+        self.codec = codec
         self.threshold = tf.Variable(check_float("threshold", threshold, low=0.0, high=1.0),
                                      trainable=False, dtype=tf.float32, name="threshold")
 
@@ -73,7 +80,10 @@ class EarlyExitPredictor(tf.Module):
     def __call__(self, images):
         device = self.device_model(images, training=False)
         decision = early_exit_decision(device["log_probs"], self.threshold)
-        logits = self.server_model(device["z"], training=False)["logits"]
+        z = device["z"]
+        if self.codec is not None:
+            z = self.codec.decode(self.codec.encode(z))
+        logits = self.server_model(z, training=False)["logits"]
         remote = tf.argmax(logits, axis=-1, output_type=tf.int32)
         decision.update({
             "local_label": decision["label"],

@@ -76,15 +76,34 @@ def network_load_bps(num_devices, frames_per_second, sample_bytes, coverage=0.0)
 
 
 def quantize_uint8(z, low, high):
-    """Uniform uint8 quantisation of z clipped to [low, high] (for 1-byte transmission)."""
-    low = check_float("low", low)
-    high = check_float("high", high)
-    if high <= low:
-        raise invalid_argument("high", "a float > low ({})".format(low), high)
-    z = np.clip(np.asarray(z, np.float32), low, high)
-    return np.round((z - low) / (high - low) * 255.0).astype(np.uint8)
+    """Uniform uint8 quantisation of z clipped to [low, high] (for 1-byte transmission).
+
+    q = round((clip(z, low, high) − low) / (high − low) · 255) in float32 (round half
+    to even), the reference of `BottleneckCodec("uint8", (low, high)).encode`.
+    """
+    low, high = _range32(low, high)
+    z = np.asarray(z, np.float32)
+    if np.isnan(z).any():
+        raise ValueError("`z` received NaN values.")
+    scaled = (np.clip(z, low, high) - low) / (high - low) * np.float32(255.0)
+    return np.round(scaled).astype(np.uint8)
 
 
 def dequantize_uint8(q, low, high):
-    """Inverse of `quantize_uint8` (error at most (high − low) / 510 per element)."""
-    return np.asarray(q, np.float32) / 255.0 * (high - low) + low
+    """Inverse of `quantize_uint8`: q / 255 · (high − low) + low in float32.
+
+    The error is at most (high − low) / 510 per element inside [low, high].
+    """
+    low, high = _range32(low, high)
+    q = np.asarray(q)
+    if q.dtype != np.uint8:
+        raise invalid_argument("q", "a uint8 array", q.dtype, TypeError)
+    return q.astype(np.float32) / np.float32(255.0) * (high - low) + low
+
+
+def _range32(low, high):
+    low = np.float32(check_float("low", low))
+    high = np.float32(check_float("high", high))
+    if not high > low:
+        raise invalid_argument("high", "a float > low ({})".format(low), high)
+    return low, high

@@ -29,3 +29,64 @@ def test_client_subsets_follow_the_client_mix():
     test_mix = np.bincount(y_test[te], minlength=10) / len(te)
     assert np.abs(train_mix - test_mix).max() < 0.08
     assert set(np.flatnonzero(test_mix)) <= set(np.flatnonzero(train_mix))
+
+
+def test_kumar_baseline_cuts_and_flops():
+    from keras_efficient.experiments.rebel import _kumar_baseline, kumar_cuts
+    from keras_efficient.models import cifar_resnet
+
+    keras.utils.set_random_seed(0)
+    teacher = cifar_resnet(8, num_classes=3, input_shape=(8, 8, 3), base_filters=4)
+    assert kumar_cuts(teacher) == ["stem_relu", "stage1_block0", "stage2_block0",
+                                   "stage3_block0"]
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(40, 8, 8, 3)).astype("float32")
+    y = np.arange(40) % 3
+    out = _kumar_baseline(teacher, x, y, x[:10], 3, seed=0, grid=2)
+    assert list(out) == kumar_cuts(teacher)
+    # 2x2 grid: d = 4 * channels (4, 4, 8, 16); k-means with 24 clusters.
+    assert [v["dim"] for v in out.values()] == [16, 16, 32, 64]
+    for name, v in out.items():
+        feat = teacher.get_layer(name).output
+        pooled = keras.layers.AveragePooling2D(int(feat.shape[1]) // 2)(feat)
+        prefix = keras.Model(teacher.input, keras.layers.Flatten()(pooled))
+        assert v["flops"] == graph_flops(prefix, (8, 8, 3)) + 2 * 24 * v["dim"] + 2 * 24
+        assert v["local"].shape == (10,) and v["confidence"].shape == (10,)
+    flops = [v["flops"] for v in out.values()]
+    assert flops == sorted(flops)
+
+
+def test_table2_coverage_and_flops_ratios():
+    from keras_efficient.experiments.rebel import TABLE2_TARGETS, _table2
+
+    class _Classifier:
+        def count_flops(self):
+            return 100
+
+    class _Model:
+        classifier = _Classifier()
+
+    labels = np.arange(100) % 5
+    wrong = (labels + 1) % 5
+    # Kumar cut A: local right on the 50 most confident samples, wrong elsewhere.
+    conf_a = np.linspace(1.0, 0.01, 100)
+    local_a = np.where(np.arange(100) < 50, labels, wrong)
+    kumar = {"a": {"flops": 5000, "confidence": conf_a, "local": local_a},
+             "b": {"flops": 9000, "confidence": conf_a, "local": labels}}
+    teacher_pred = labels                                 # remote accuracy 1
+    results = {"GMC diag": {"score": conf_a, "local": labels, "remote": labels,
+                            "remote_accuracy": 1.0},
+               "Linear": {"score": conf_a, "local": wrong, "remote": labels,
+                          "remote_accuracy": 1.0}}
+    rows, ratios = _table2(kumar, teacher_pred, 1.0, results, {"GMC diag": _Model()}, 900,
+                           labels)
+    by_name = {r[0]: r for r in rows}
+    assert set(by_name) == {"Kumar et al.: k-means after a", "Kumar et al.: k-means after b",
+                            "ReBEL GMC diag"}
+    # Cut a: all 50 right + k wrong ones local keeps (100 - k) / 100 >= target.
+    expected_a = [(50 + int(np.floor(100 * (1 - t) + 1e-9))) / 100 for t in TABLE2_TARGETS]
+    np.testing.assert_allclose(by_name["Kumar et al.: k-means after a"][2:5], expected_a)
+    np.testing.assert_allclose(by_name["ReBEL GMC diag"][2:5], 1.0)
+    assert by_name["ReBEL GMC diag"][1] == 1000
+    # Only cut b (9000 FLOPs) serves everything locally: 9x ReBEL's FLOPs.
+    assert ratios == {"ReBEL GMC diag": [9.0, 9.0, 9.0]}

@@ -6,12 +6,16 @@ import pytest
 from keras_efficient.backend import keras, tf
 from keras_efficient.models import cifar_resnet
 from keras_efficient.models.rebel import ReBEL, split_functional_model
+from keras_efficient.split.codec import BottleneckCodec
 from keras_efficient.split.early_exit import EarlyExitPredictor, early_exit_decision
 from keras_efficient.split.export import (
+    DeviceModule,
+    ServerModule,
     export_device_model,
     export_device_tflite,
     export_server_model,
 )
+from keras_efficient.split.transmission import bytes_per_sample, dequantize_uint8, quantize_uint8
 
 
 def _log_probs():
@@ -136,6 +140,97 @@ def test_exported_saved_models_and_tflite(rebel_model, tmp_path):
     np.testing.assert_array_equal(lite["exited"], conf >= t)
     np.testing.assert_allclose(lite["z"], out["z"].numpy(), atol=1e-5)
     assert (tmp_path / "device.tflite").stat().st_size == len(flatbuffer)
+
+
+def test_uint8_transmission_in_exported_models(rebel_model, tmp_path):
+    model, x = rebel_model
+    out = model(x, training=False)
+    z_float = out["z"].numpy()
+    low, high = BottleneckCodec.calibrated(model.embed(x, project=False), tail=0.05).range
+    conf = np.exp(out["log_probs"].numpy().max(-1))
+    t = float(np.median(conf))
+    device = tf.saved_model.load(export_device_model(
+        model, str(tmp_path / "device"), t, z_dtype="uint8", z_range=(low, high)))
+    server = tf.saved_model.load(export_server_model(
+        model, str(tmp_path / "server"), z_dtype="uint8", z_range=(low, high)))
+    np.testing.assert_allclose(server.codec.z_range.numpy(), [low, high], rtol=1e-6)
+    d = device.signatures["serving_default"](images=tf.constant(x))
+    q = d["z"].numpy()
+    assert q.dtype == np.uint8 and q.shape == z_float.shape
+    assert q[0].nbytes == bytes_per_sample(z_float.shape[1:], "uint8") == z_float[0].size
+    # The codes are the NumPy quantiser's on the float z (±1 where the exported graph's z
+    # and the in-memory z straddle a rounding boundary).
+    ref_q = quantize_uint8(z_float, low, high)
+    assert np.abs(q.astype(int) - ref_q.astype(int)).max() <= 1
+    assert np.mean(q == ref_q) > 0.99
+    # The server dequantises inside its signature: its logits equal the in-memory
+    # server model's on the NumPy-dequantised z.
+    s = server.signatures["serving_default"](z=tf.constant(q))
+    expected = model.server_model()(dequantize_uint8(q, low, high), training=False)["logits"]
+    np.testing.assert_allclose(s["logits"].numpy(), expected.numpy(), atol=1e-4)
+    np.testing.assert_array_equal(s["label"].numpy(), expected.numpy().argmax(-1))
+    # Early exit decisions and merged answers equal the in-memory predictor that feeds
+    # the server the dequantised z.
+    predictor = EarlyExitPredictor(model.device_model(), model.server_model(), t,
+                                   codec=BottleneckCodec("uint8", (low, high)))
+    for threshold in (t, 0.0, 1.0):
+        device.threshold.assign(threshold)
+        predictor.set_threshold(threshold)
+        d = device.signatures["serving_default"](images=tf.constant(x))
+        s = server.signatures["serving_default"](z=d["z"])
+        ref = predictor(x)
+        np.testing.assert_array_equal(d["exited"].numpy(), ref["exited"].numpy())
+        np.testing.assert_array_equal(s["label"].numpy(), ref["remote_label"].numpy())
+        np.testing.assert_array_equal(
+            np.where(d["exited"].numpy(), d["label"].numpy(), s["label"].numpy()),
+            ref["label"].numpy())
+    with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
+                       match="uint8"):
+        server.signatures["serving_default"](z=tf.constant(z_float))
+    # TFLite device model: z is uint8 there too.
+    lite = tf.lite.Interpreter(model_content=export_device_tflite(
+        model, None, t, batch_size=6, z_dtype="uint8",
+        z_range=(low, high))).get_signature_runner()(images=x)
+    assert lite["z"].dtype == np.uint8
+    assert np.abs(lite["z"].astype(int) - ref_q.astype(int)).max() <= 1
+
+
+def test_float16_transmission(rebel_model):
+    # The serving functions in process (the saved path is the uint8 test's).
+    model, x = rebel_model
+    codec = BottleneckCodec("float16")
+    device = DeviceModule(model.device_model(), 0.5, codec=codec)
+    server = ServerModule(model.server_model(), codec=codec)
+    z16 = device.serve(tf.constant(x))["z"]
+    assert z16.dtype == tf.float16
+    assert z16.numpy()[0].nbytes == bytes_per_sample(z16.shape[1:], "float16")
+    expected = model.server_model()(z16.numpy().astype(np.float32), training=False)["logits"]
+    np.testing.assert_allclose(server.serve(z16)["logits"].numpy(), expected.numpy(), atol=1e-4)
+    with pytest.raises(TypeError, match="codec"):
+        ServerModule(model.server_model(), codec="float16")
+
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"z_dtype": "uint8"}, "z_range"),
+    ({"z_dtype": "int8"}, "z_dtype"),
+    ({"z_dtype": "float16", "z_range": (0.0, 1.0)}, "z_range"),
+    ({"z_dtype": "uint8", "z_range": (1.0, 0.0)}, "z_range"),
+    ({"z_dtype": BottleneckCodec(), "z_range": (0.0, 1.0)}, "z_range"),
+])
+def test_export_rejects_bad_wire_format(rebel_model, tmp_path, kwargs, match):
+    model, _ = rebel_model
+    for export in (export_device_model, export_server_model):
+        with pytest.raises((ValueError, TypeError), match=match):
+            export(model, str(tmp_path / "m"), **kwargs)
+    with pytest.raises((ValueError, TypeError), match=match):
+        export_device_tflite(model, None, **kwargs)
+    assert not (tmp_path / "m").exists()
+
+
+def test_predictor_rejects_bad_codec(rebel_model):
+    model, _ = rebel_model
+    with pytest.raises(TypeError, match="codec"):
+        EarlyExitPredictor(model.device_model(), model.server_model(), 0.5, codec="uint8")
 
 
 def test_export_rejects_other_models(tmp_path):

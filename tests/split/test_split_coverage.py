@@ -7,6 +7,7 @@ from keras_efficient.split.coverage import (
     accuracy_vs_coverage,
     coverage_curve,
     exit_score,
+    max_coverage_at_accuracy,
     split_accuracy,
     threshold_for_coverage,
 )
@@ -73,3 +74,50 @@ def test_exit_score_is_monotone_and_unsaturated():
     assert score[0] > score[1] > score[2] > score[3]
     with pytest.raises(ValueError, match="log_probs"):
         exit_score(np.zeros((3, 1)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("target", [0.5, 0.8, 0.8886, 0.97])
+def test_max_coverage_at_accuracy_is_the_brute_force_optimum(seed, target):
+    rng = np.random.default_rng(seed)
+    n = 60
+    labels = rng.integers(0, 4, n)
+    remote = np.where(rng.uniform(size=n) < 0.9, labels, (labels + 1) % 4)
+    # Confidence loosely tied to local correctness, with ties (cluster shares).
+    local = np.where(rng.uniform(size=n) < 0.75, labels, (labels + 2) % 4)
+    conf = np.round(0.5 * (local == labels) + 0.6 * rng.uniform(size=n), 1)
+    out = max_coverage_at_accuracy(conf, local, remote, labels, target)
+    # Brute force over every threshold (each distinct confidence, and above all of them).
+    best = None
+    for t in list(np.unique(conf)) + [np.inf]:
+        exited = conf >= t
+        overall = np.mean(np.where(exited, local, remote) == labels)
+        if overall >= target and (best is None or exited.mean() > best[0]):
+            best = (exited.mean(), overall)
+    assert out["feasible"] == (best is not None)
+    if best is not None:
+        assert out["coverage"] == pytest.approx(best[0])
+        assert out["overall_accuracy"] == pytest.approx(best[1])
+        assert out["overall_accuracy"] >= target
+        assert np.mean(conf >= out["threshold"]) == pytest.approx(best[0])
+
+
+def test_max_coverage_extremes():
+    labels = np.array([0, 1, 2, 0])
+    conf = np.array([0.9, 0.8, 0.7, 0.6])
+    # Local always right: everything local.
+    out = max_coverage_at_accuracy(conf, labels, labels, labels, 1.0)
+    assert out["coverage"] == 1.0 and out["feasible"]
+    # Local always wrong, remote right: 1 of 4 local keeps 0.75.
+    wrong = (labels + 1) % 3
+    out = max_coverage_at_accuracy(conf, wrong, labels, labels, 0.75)
+    assert out["coverage"] == 0.25 and out["threshold"] == 0.9
+    # Target above remote-only: infeasible, nothing local.
+    out = max_coverage_at_accuracy(conf, wrong, wrong, labels, 0.5)
+    assert not out["feasible"] and out["coverage"] == 0.0
+    with pytest.raises(ValueError, match="min_accuracy"):
+        max_coverage_at_accuracy(conf, labels, labels, labels, 1.5)
+    with pytest.raises(ValueError, match="length"):
+        max_coverage_at_accuracy(conf[:3], labels, labels, labels, 0.5)
+    with pytest.raises(ValueError, match="NaN"):
+        max_coverage_at_accuracy(np.array([0.1, np.nan, 0.2, 0.3]), labels, labels, labels, 0.5)
