@@ -30,6 +30,28 @@ def _int_tuple(name, value, low=1):
     return items
 
 
+class _GDN(tfc.GDN):
+    """`tensorflow_compression.GDN` whose parameters survive the `.keras` format.
+
+    tfc.GDN keeps β and γ in `tf.Module` parameter objects, which the `.keras`
+    saver (it stores each layer's own `add_weight` variables) does not visit, so a
+    reloaded model came back with re-initialised GDNs. Saving and loading all of
+    the layer's weights in their (deterministic) tracking order fixes that;
+    SavedModel and checkpoints were not affected.
+    """
+
+    def save_own_variables(self, store):
+        for i, variable in enumerate(self.weights):
+            store[str(i)] = variable.numpy()
+
+    def load_own_variables(self, store):
+        if len(store.keys()) != len(self.weights):
+            raise ValueError("Layer `{}` expected {} saved variables, found {}.".format(
+                self.name, len(self.weights), len(store.keys())))
+        for i, variable in enumerate(self.weights):
+            variable.assign(store[str(i)])
+
+
 @register_serializable
 class VariationalHead(keras.layers.Layer):
     """Head₁ of ReBEL (Fig. 3): convolutions with GDN emitting a diagonal Gaussian posterior.
@@ -92,7 +114,7 @@ class VariationalHead(keras.layers.Layer):
         for i, (f, s) in enumerate(zip(self.filters, self.strides)):
             self.convs.append(keras.layers.Conv2D(f, self.kernel_size, strides=s, padding="same",
                                                   name="conv{}".format(i)))
-            self.gdns.append(tfc.GDN(name="gdn{}".format(i)))
+            self.gdns.append(_GDN(name="gdn{}".format(i)))
         self.output_conv = keras.layers.Conv2D(2 * self.latent_channels, self.kernel_size,
                                                padding="same", name="posterior")
 
@@ -225,7 +247,7 @@ class BottleneckDecoder(keras.layers.Layer):
         for i, f in enumerate(self.filters):
             conv = keras.layers.Conv2D(f, self.kernel_size, strides=stride if i == 0 else 1,
                                        padding="same", name="conv{}".format(i))
-            gdn = tfc.GDN(name="gdn{}".format(i))
+            gdn = _GDN(name="gdn{}".format(i))
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
             gdn.build(shape)
