@@ -122,7 +122,13 @@ def run_layer_test(
     report["config"] = "passed"
 
     model = _functional_model(layer_cls(**init_kwargs), data, call_kwargs)
+    # Move every float weight off its initial value, so that a round trip that
+    # silently re-initialises a variable (zeros, ones, a fixed pattern) shows.
+    _perturb_weights(model, seed)
     ref = _to_numpy(output_fn(model(_unpack(data), training=False)))
+    for value in tf.nest.flatten(ref):
+        if not np.all(np.isfinite(value)):
+            raise AssertionError("outputs are not finite after perturbing the weights slightly")
     workdir = tempfile.mkdtemp(prefix="keras_efficient_layer_test_")
     try:
         # 3. Serialization round trips.
@@ -198,6 +204,21 @@ def run_layer_test(
 
 
 # ----------------------------------------------------------------------------- helpers
+
+
+def _perturb_weights(model, seed):
+    """w <- w * (1 + 0.1 u) + 0.01 n for every float weight (u ~ U(-1, 1), n ~ N(0, 1)).
+
+    The relative term keeps positive statistics (e.g. moving variances) positive.
+    """
+    rng = np.random.default_rng(seed + 1)
+    for w in model.weights:
+        if not w.dtype.is_floating:
+            continue
+        value = w.numpy()
+        noise = value * 0.1 * rng.uniform(-1.0, 1.0, value.shape) + 0.01 * rng.standard_normal(
+            value.shape)
+        w.assign((value + noise).astype(value.dtype))
 
 
 def _make_inputs(input_shape, input_data, input_dtype, seed):

@@ -65,6 +65,24 @@ class UntrackedWeight(keras.layers.Layer):
         return x * tf.cast(self._hidden, x.dtype)
 
 
+class _Parameter(tf.Module):
+    def __init__(self, value):
+        super().__init__()
+        self.variable = tf.Variable(value)
+
+
+@register_serializable(name="HarnessModuleHeldWeight")
+class ModuleHeldWeight(keras.layers.Layer):
+    """Holds its weight in a tf.Module (tracked, but not saved by the `.keras` format),
+    initialised to ones: only weights that moved from their initial value reveal it."""
+
+    def build(self, input_shape):
+        self._param = _Parameter(tf.ones((input_shape[-1],)))
+
+    def call(self, x):
+        return x * tf.cast(self._param.variable, x.dtype)
+
+
 class Unregistered(GoodScale):
     pass
 
@@ -120,6 +138,12 @@ def test_untracked_weight_fails():
 def test_outputs_that_change_after_reload_fail():
     with pytest.raises(AssertionError, match="round trip changed the outputs|different outputs"):
         run_layer_test(ChangesAfterReload, {}, input_shape=(4, 3), run_keras_format=False,
+                       run_mixed_precision=False, run_distributed=False, run_training_check=False)
+
+
+def test_weight_lost_by_keras_format_fails_even_at_a_constant_initialiser():
+    with pytest.raises(AssertionError, match="`.keras` round trip changed the outputs"):
+        run_layer_test(ModuleHeldWeight, {}, input_shape=(4, 3), run_saved_model=False,
                        run_mixed_precision=False, run_distributed=False, run_training_check=False)
 
 
