@@ -24,10 +24,19 @@ means initialised with He-normal, untransformed posterior scales with
 N(posterior_scale_init, 0.1) (sigma = softplus(.) + eps, about 1e-4 for the
 default -9), deterministic biases (point estimates, no KL term), and the KL in
 closed form (Normal-Normal).
+
+Cost: the per-step work that does not depend on the batch size is drawing one
+N(0, 1) number per kernel weight and the KL over all kernel weights. Both are
+written as a few vectorised elementwise ops (`_standard_normal_box_muller`,
+`_normal_kl_to_centered_normal`) instead of TFP's generic `Normal.sample` and
+`kl_divergence` graphs; the estimator and the math are TFP's.
 """
+
+import math
 
 import numpy as np
 import tensorflow_probability as tfp
+from tensorflow_probability.python.internal import samplers
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
@@ -56,6 +65,61 @@ def _normal_prior_fn(scale):
         return tfd.Independent(dist, reinterpreted_batch_ndims=len(shape))
 
     return prior_fn
+
+
+def _standard_normal_box_muller(shape, seed=None, dtype=tf.float32):
+    """N(0, 1) draws of a static `shape` by the Box-Muller transform, as vectorised ops.
+
+        z1 = sqrt(-2 ln(1 - u1)) cos(2 pi u2),  z2 = sqrt(-2 ln(1 - u1)) sin(2 pi u2)
+
+    with u1, u2 ~ U[0, 1) independent (TFP's `samplers.uniform`, so `seed` may be
+    None, an int or a stateless seed pair). The transform is exact; 1 - u1 >= 2^-23
+    in float32, so |z| <= 5.65, the same truncation as TensorFlow's own
+    `RandomStandardNormal` kernel (which clamps u1 at 1e-7). That kernel transforms
+    one pair at a time; these elementwise ops are vectorised, and on a 2-core CPU
+    they took about half the time of `tf.random.normal` for the 1.19 M kernel
+    weights of the Bayesian galaxy estimator.
+    """
+    shape = [int(d) for d in shape]
+    size = int(np.prod(shape, dtype=np.int64))
+    half = (size + 1) // 2
+    u = samplers.uniform([2, half], dtype=dtype, seed=seed)
+    radius = tf.sqrt(-2.0 * tf.math.log1p(-u[0]))
+    angle = (2.0 * math.pi) * u[1]
+    z = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)
+    if 2 * half != size:
+        z = z[:size]
+    return tf.reshape(z, shape)
+
+
+def _normal_kl_to_centered_normal(loc, scale, prior_scale):
+    """sum_i KL(N(loc_i, scale_i^2) || N(0, prior_scale^2)) in closed form, float32.
+
+        KL = sum_i [ln(s / sigma_i) + (sigma_i^2 + mu_i^2) / (2 s^2) - 1/2]
+           = (l2(sigma) + l2(mu)) / s^2 - sum_i ln sigma_i + n (ln s - 1/2),
+
+    with l2(x) = sum x^2 / 2 (`tf.nn.l2_loss`, one fused reduction) and n the
+    number of weights: the same value as TFP's `kl_divergence` of the two
+    `Independent(Normal)` distributions, with fewer passes over the weights.
+    """
+    loc = tf.convert_to_tensor(loc)
+    scale = tf.convert_to_tensor(scale)
+    inv_prior_var = 1.0 / (float(prior_scale) ** 2)
+    size = int(np.prod(loc.shape.as_list(), dtype=np.int64))
+    constant = size * (math.log(float(prior_scale)) - 0.5)
+    return ((tf.nn.l2_loss(scale) + tf.nn.l2_loss(loc)) * inv_prior_var
+            - tf.reduce_sum(tf.math.log(scale)) + constant)
+
+
+def _sample_normal(dist):
+    """A sample of a `tfd.Normal` (TFP's `kernel_posterior_tensor_fn` hook).
+
+    TFP's Flipout layers call it on the zero-mean perturbation N(0, sigma^2) once
+    per call; the draw is `sigma * z` with `z` from `_standard_normal_box_muller`.
+    """
+    scale = tf.convert_to_tensor(dist.scale)
+    noise = _standard_normal_box_muller(scale.shape, dtype=scale.dtype)
+    return noise * scale + dist.loc
 
 
 def _posterior_fn(loc_initializer, scale_init):
@@ -89,7 +153,8 @@ class _FlipoutMixin:
         return dict(
             kernel_posterior_fn=_posterior_fn(self.kernel_loc_initializer, self.posterior_scale_init),
             kernel_prior_fn=_normal_prior_fn(self.prior_scale),
-            kernel_divergence_fn=None,  # Added in `call`, every call (see `kl_divergence`).
+            kernel_posterior_tensor_fn=_sample_normal,
+            kernel_divergence_fn=None,  # A callable loss instead (see `_add_kl_loss`).
             bias_posterior_fn=_bias_posterior_fn() if use_bias else None,
             bias_prior_fn=None,
             bias_divergence_fn=None,
@@ -98,7 +163,8 @@ class _FlipoutMixin:
 
     def kl_divergence(self):
         """kl_weight * KL(q(kernel) || N(0, prior_scale^2)) / num_train_examples (Eq. 2)."""
-        kl = tfd.kl_divergence(self.kernel_posterior, self.kernel_prior)
+        posterior = self.kernel_posterior.distribution
+        kl = _normal_kl_to_centered_normal(posterior.loc, posterior.scale, self.prior_scale)
         return kl * (self.kl_weight / float(self.num_train_examples))
 
     def posterior_stddev(self):
