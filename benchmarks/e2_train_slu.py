@@ -3,16 +3,32 @@
 A stack of identity ResidualBlocks (16 channels, 32×32) trained with SGD; the gated
 variants wrap every block in a `GatedResidualBlock` whose decisions are drawn at
 random per sample with the given skip ratio (the `decisions` call argument; the
-gate itself still runs). Train-step times are measured alternately over the
-variants (so that load from other processes affects all alike) after warm-up.
-Reports time(variant) / time(ungated) and, for "gather", the saved fraction of
-the blocks' time against the target 0.8 × skip ratio. Writes a JSON.
+gate itself still runs). All variants of one batch size are timed alternately
+(so that load from other processes affects all alike) after warm-up:
 
-Usage: python benchmarks/e2_train_slu.py [--out FILE] [--repeats N] [--warmup N]
+  ungated          the plain stack
+  identity         the same network with the blocks replaced by the identity
+                   (stem, pooling, classifier, loss and optimizer only)
+  gather_open      "gather" with every gate open (the gate's fixed cost, nothing skipped)
+  gather_<s>       "gather" at skip ratio s
+  mask_<s>         "mask" at skip ratio s
+
+Reported, for each batch size and skip ratio s:
+  (a) step ratio  t(gather_s) / t(ungated)  (and the same for mask);
+  (b) saving of the gated blocks' time: (t(ungated) − t(gather_s)) / T_blocks with
+      T_blocks = t(ungated) − t(identity), against the target 0.8·s;
+  (c) skip saving: (t(gather_open) − t(gather_s)) / T_blocks, the time saved by
+      skipping alone, without the gate's fixed cost (gate_cost =
+      (t(gather_open) − t(ungated)) / T_blocks), against the same target.
+Writes a JSON with the medians, the ratios and the load average before and after.
+
+Usage: python benchmarks/e2_train_slu.py [--batches 64,128] [--out FILE] [--repeats N]
+                                          [--warmup N]
 """
 
 import argparse
 import json
+import os
 import platform
 
 import numpy as np
@@ -24,19 +40,19 @@ from _timing import interleaved_medians  # beside this script
 
 BLOCKS = 6
 CHANNELS = 16
-BATCH = 64
+SKIPS = (0.2, 0.4, 0.6)
 
 
 class _Net(keras.Model):
-    def __init__(self, mode, skip):
+    def __init__(self, mode, skip=0.0):
         super().__init__()
         self.mode, self.skip = mode, skip
         self.stem = keras.layers.Conv2D(CHANNELS, 3, padding="same")
         blocks = [ResidualBlock(CHANNELS) for _ in range(BLOCKS)]
-        if mode != "ungated":
+        if mode in ("gather", "mask"):
             blocks = [GatedResidualBlock(b, gate=RecurrentGate() if i == 0 else None, mode=mode)
                       for i, b in enumerate(blocks)]
-        self.blocks = blocks
+        self.blocks = [] if mode == "identity" else blocks
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.head = keras.layers.Dense(10)
 
@@ -46,6 +62,7 @@ class _Net(keras.Model):
             if self.mode == "ungated":
                 x = block(x, training=training)
             else:
+                # uniform in [0, 1) >= 0 is always true: skip 0 keeps every gate open.
                 open_ = tf.cast(tf.random.uniform([tf.shape(x)[0]]) >= self.skip, tf.float32)
                 x = block(x, training=training, decisions=open_)
         return self.head(self.pool(x))
@@ -58,39 +75,74 @@ def _step_fn(model):
     return model
 
 
+def _onednn_enabled():
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
+
+
+def _variants():
+    variants = {"ungated": ("ungated", 0.0), "identity": ("identity", 0.0),
+                "gather_open": ("gather", 0.0)}
+    for skip in SKIPS:
+        variants["gather_{}".format(skip)] = ("gather", skip)
+        variants["mask_{}".format(skip)] = ("mask", skip)
+    return variants
+
+
+def measure(batch, repeats, warmup):
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=(batch, 32, 32, 3)).astype(np.float32)
+    y = rng.integers(0, 10, size=batch)
+    data = tf.data.Dataset.from_tensors((x, y)).repeat()
+    models = {key: _step_fn(_Net(*spec)) for key, spec in _variants().items()}
+    iterators = {key: iter(data) for key in models}
+    load_before = os.getloadavg()
+    median = interleaved_medians(
+        {key: (lambda m=m, it=iterators[key]: m.train_function(it)) for key, m in models.items()},
+        repeats, warmup=warmup)
+    load_after = os.getloadavg()
+    blocks = median["ungated"] - median["identity"]
+    result = {"median_step_s": median, "blocks_time_s": blocks,
+              "gate_cost": (median["gather_open"] - median["ungated"]) / blocks,
+              "load_average_before": load_before, "load_average_after": load_after, "skip": {}}
+    print("batch {}: ungated {:.1f} ms, identity {:.1f} ms, gated blocks' time {:.1f} ms; "
+          "gather with all gates open {:.1f} ms (gate cost {:+.0%} of the blocks' time); "
+          "load average {:.1f} -> {:.1f}".format(
+              batch, 1e3 * median["ungated"], 1e3 * median["identity"], 1e3 * blocks,
+              1e3 * median["gather_open"], result["gate_cost"], load_before[0], load_after[0]))
+    for skip in SKIPS:
+        gather, mask = median["gather_{}".format(skip)], median["mask_{}".format(skip)]
+        row = {"ratio_gather": gather / median["ungated"],
+               "ratio_mask": mask / median["ungated"],
+               "saved_step": 1.0 - gather / median["ungated"],
+               "saved_blocks": (median["ungated"] - gather) / blocks,
+               "saved_vs_open": (median["gather_open"] - gather) / blocks,
+               "target_saved": 0.8 * skip}
+        result["skip"][str(skip)] = row
+        print("  skip {:.0%}: gather {:.1f} ms ({:.2f}x ungated), mask {:.1f} ms ({:.2f}x); "
+              "blocks' time saved {:.0%}, vs gates open {:.0%} (target >= {:.0%})".format(
+                  skip, 1e3 * gather, row["ratio_gather"], 1e3 * mask, row["ratio_mask"],
+                  row["saved_blocks"], row["saved_vs_open"], row["target_saved"]))
+    return result
+
+
 def main():
     parser = argparse.ArgumentParser()
+    parser.add_argument("--batches", default="64,128",
+                        help="comma-separated batch sizes (the paper trains with 128)")
     parser.add_argument("--out", default="e2_train_slu.json")
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--warmup", type=int, default=20,
-                        help="steps before timing; gather mode meets a new batch size on most "
-                             "early steps, and oneDNN builds its kernels per shape once")
+    parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    rng = np.random.default_rng(0)
-    x = rng.uniform(size=(BATCH, 32, 32, 3)).astype(np.float32)
-    y = rng.integers(0, 10, size=BATCH)
-    data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    results = {"machine": platform.processor() or platform.machine(), "blocks": BLOCKS,
-               "channels": CHANNELS, "batch": BATCH, "skip": {}}
-    for skip in (0.2, 0.4, 0.6):
-        models = {mode: _step_fn(_Net(mode, skip)) for mode in ("ungated", "gather", "mask")}
-        iterators = {mode: iter(data) for mode in models}
-        median = interleaved_medians(
-            {mode: (lambda m=m, it=iterators[mode]: m.train_function(it))
-             for mode, m in models.items()},
-            args.repeats, warmup=args.warmup)
-        row = {"median_step_s": median,
-               "ratio_gather": median["gather"] / median["ungated"],
-               "ratio_mask": median["mask"] / median["ungated"],
-               "saved_gather": 1.0 - median["gather"] / median["ungated"],
-               "target_saved": 0.8 * skip}
-        results["skip"][str(skip)] = row
-        print("skip {:.0%}: ungated {:.1f} ms, gather {:.1f} ms ({:.2f}x), mask {:.1f} ms "
-              "({:.2f}x); gather saves {:.0%} (target >= {:.0%})".format(
-                  skip, 1e3 * median["ungated"], 1e3 * median["gather"], row["ratio_gather"],
-                  1e3 * median["mask"], row["ratio_mask"], row["saved_gather"],
-                  row["target_saved"]))
+    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+               "onednn": _onednn_enabled(), "blocks": BLOCKS, "channels": CHANNELS,
+               "repeats": args.repeats, "warmup": args.warmup, "batch": {}}
+    for batch in (int(b) for b in args.batches.split(",")):
+        results["batch"][str(batch)] = measure(batch, args.repeats, args.warmup)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print("wrote", args.out)

@@ -24,6 +24,45 @@ def _usable_state(state):
     return tf.is_symbolic_tensor(t) and t.graph is tf.compat.v1.get_default_graph()
 
 
+@tf.custom_gradient
+def _route(x, idx):
+    """(x[idx], x): the rows of the open samples, and x passed on to `_merge`.
+
+    Backward: the incoming gradient of x with the rows `idx` replaced by the gradient
+    of x[idx] (one row scatter). That the passed-on x's gradient may carry anything in
+    the rows `idx` is what lets `_merge` skip zeroing them: its only consumer is
+    `_merge`, whose gradient for those rows is overwritten here.
+    """
+    x_open = tf.gather(x, idx)
+
+    def grad(g_open, g_x):
+        if g_open is None:
+            g_open = tf.zeros_like(x_open)
+        return tf.tensor_scatter_nd_update(g_x, idx[:, None], g_open), None
+
+    return (x_open, tf.identity(x)), grad
+
+
+@tf.custom_gradient
+def _merge(x, idx, y_open, x_open, factor_open):
+    """Rows `idx` of x replaced by y_open: the value of x + f·(y − x) at f = d = 1.
+
+    Straight-through gradient of y = x + f·(F(x) − x) on the open rows without its
+    full-size elementwise ops: ∂y/∂F = f = 1, ∂y/∂x_open = 1 − f = 0 (on open rows f
+    is d̂·d with value d = 1), ∂L/∂f_i = ⟨∂L/∂y_i, F(x_i) − x_i⟩ in float32.
+    The gradient passed to x keeps whatever it holds in the rows `idx`; `_route`
+    overwrites them (see there).
+    """
+
+    def grad(g):
+        g_open = tf.gather(g, idx)
+        g_factor = tf.reduce_sum(tf.cast(g_open, tf.float32)
+                                 * tf.cast(y_open - x_open, tf.float32), axis=[1, 2, 3])
+        return g, None, g_open, None, tf.cast(g_factor, factor_open.dtype)
+
+    return tf.tensor_scatter_nd_update(x, idx[:, None], y_open), grad
+
+
 @register_serializable
 class GatedResidualBlock(keras.layers.Layer):
     """Runs an identity-shaped residual block only for the samples whose gate is open.
@@ -52,7 +91,14 @@ class GatedResidualBlock(keras.layers.Layer):
     Modes:
       "gather": `tf.gather` the open samples, run the block on them only, and
         `tf.tensor_scatter_nd_update` them back (forward and backward really skip;
-        BatchNormalization sees only open samples). Dynamic shapes.
+        BatchNormalization sees only open samples). Dynamic shapes. Two custom
+        gradients keep the backward pass to row gathers/scatters: the gradient of x
+        is the incoming gradient with the open rows replaced (no zero fill, segment
+        sum or add), and the straight-through product d̂·d·(F(x) − x) is never formed
+        (its value on open rows is F(x); only ⟨∂L/∂y, F(x) − x⟩ per open sample is
+        computed for the gate). The block runs under `tf.cond` only when at least
+        one gate is open (BatchNormalization on an empty batch would write NaN into
+        its moving statistics).
       "mask": run the block on the whole batch and multiply (static shapes, for XLA
         and IPUs; saves nothing but accounting; in training BatchNormalization
         statistics include the closed samples).
@@ -146,8 +192,9 @@ class GatedResidualBlock(keras.layers.Layer):
 
     def call(self, inputs, training=None, decisions=None):
         x = inputs
-        assert_finite(x, self.name)
-        pooled = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])
+        # A NaN or Inf anywhere in x makes its spatial mean non-finite, so checking the
+        # pooled [batch, channels] tensor rejects such inputs without another pass over x.
+        pooled = assert_finite(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]), self.name)
         gate, state = self._gate_and_state()
         prob, new_state = gate(self.projection(pooled), states=state)
         _set_context(gate, new_state)
@@ -155,7 +202,6 @@ class GatedResidualBlock(keras.layers.Layer):
         if decisions is not None:
             hard = tf.reshape(tf.cast(decisions, tf.float32), tf.shape(prob))
         straight = prob + tf.stop_gradient(hard - prob)
-        factor = tf.cast(straight * hard, x.dtype)
         if self.flops_weight > 0.0:
             fraction = tf.cast(self.flops_fraction, tf.float32)
             self.add_loss(self.flops_weight * fraction * tf.reduce_mean(straight))
@@ -167,20 +213,23 @@ class GatedResidualBlock(keras.layers.Layer):
             update = tf.no_op()
         with tf.control_dependencies([update]):
             if self.mode == "mask":
+                factor = tf.cast(straight * hard, x.dtype)
                 y = tf.cast(self.block(x, training=training), x.dtype)
                 return x + factor[:, None, None, None] * (y - x)
-            return self._gather_call(x, hard, factor, training)
+            return self._gather_call(x, hard, straight, training)
 
-    def _gather_call(self, x, hard, factor, training):
+    def _gather_call(self, x, hard, straight, training):
         idx = tf.where(hard > 0.5)[:, 0]
+        x_open, x_rest = _route(x, idx)
 
         def run():
-            x_open = tf.gather(x, idx)
-            y_open = tf.cast(self.block(x_open, training=training), x.dtype)
-            f_open = tf.gather(factor, idx)[:, None, None, None]
-            return tf.tensor_scatter_nd_update(x, idx[:, None], x_open + f_open * (y_open - x_open))
+            # The block takes a tensor of the branch (not the captured x_open), so that
+            # custom gradients inside the block (e.g. PSG layers) refer to tensors
+            # cond's gradient can reach.
+            return tf.cast(self.block(tf.identity(x_open), training=training), x.dtype)
 
-        return tf.cond(tf.size(idx) > 0, run, lambda: tf.identity(x))
+        y_open = tf.cond(tf.size(idx) > 0, run, lambda: x_open)
+        return _merge(x_rest, idx, y_open, x_open, tf.gather(straight, idx))
 
     def compute_output_shape(self, input_shape):
         return tf.TensorShape(input_shape)

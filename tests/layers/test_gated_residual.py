@@ -57,6 +57,97 @@ def test_gather_and_mask_identical_outputs_and_gradients():
         np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5, err_msg=name)
 
 
+def _bn_state(block):
+    return [w.numpy().copy() for w in block.non_trainable_weights]
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_gather_training_equals_block_on_open_rows(graph):
+    # Training mode: the open rows must be exactly the block run on the open sub-batch
+    # (BatchNormalization statistics over the open samples only), closed rows the
+    # identity; the gradient of x must be the upstream gradient on closed rows and, on
+    # open rows, the block's input gradient plus the straight-through gate term
+    # d/dx Σ_open ⟨up_i, F(x_i) − x_i⟩·g_i(x); BN moving statistics as from the sub-batch.
+    layer = _pair("gather")
+    reference = ResidualBlock(4, name="reference")
+    reference.build((None, 8, 8, 4))
+    reference.set_weights(layer.block.get_weights())
+    x = _x(n=7, seed=6)
+    up = np.random.default_rng(7).normal(size=x.shape).astype(np.float32)
+    decisions = np.array([0, 1, 1, 0, 1, 0, 1], np.float32)
+    open_rows, closed_rows = np.flatnonzero(decisions), np.flatnonzero(decisions == 0)
+
+    def gated(xt):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=True, decisions=decisions)
+            loss = tf.reduce_sum(y * up)
+        return y, tape.gradient(loss, [xt] + layer.block.trainable_weights)
+
+    if graph:
+        gated = tf.function(gated)
+    y, grads = gated(tf.constant(x))
+    xo = tf.constant(x[open_rows])
+    with tf.GradientTape() as tape:
+        tape.watch(xo)
+        yo = reference(xo, training=True)
+        loss = tf.reduce_sum(yo * up[open_rows])
+    ref_grads = tape.gradient(loss, [xo] + reference.trainable_weights)
+    weight = np.zeros(len(x), np.float32)
+    weight[open_rows] = np.sum(up[open_rows] * (yo.numpy() - x[open_rows]), axis=(1, 2, 3))
+    xt = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(xt)
+        prob, _ = layer.gate(layer.projection(tf.reduce_mean(xt, axis=[1, 2])))
+        gate_term = tape.gradient(tf.reduce_sum(weight * prob), xt).numpy()
+    np.testing.assert_allclose(y.numpy()[open_rows], yo.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(y.numpy()[closed_rows], x[closed_rows])
+    gx = grads[0].numpy()
+    np.testing.assert_array_equal(gx[closed_rows], up[closed_rows])
+    np.testing.assert_allclose(gx[open_rows], ref_grads[0].numpy() + gate_term[open_rows],
+                               rtol=1e-4, atol=1e-5)
+    for a, b in zip(grads[1:], ref_grads[1:]):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-5)
+    for a, b in zip(_bn_state(layer.block), _bn_state(reference)):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_gather_all_closed_in_training_leaves_block_untouched():
+    # The block must not run on an empty batch (BatchNormalization would write NaN
+    # into its moving statistics); the output and the gradient of x are the identity.
+    layer = _pair("gather")
+    before = _bn_state(layer.block)
+    x = _x(seed=8)
+    up = np.random.default_rng(9).normal(size=x.shape).astype(np.float32)
+
+    @tf.function
+    def step(xt):
+        with tf.GradientTape() as tape:
+            tape.watch(xt)
+            y = layer(xt, training=True, decisions=tf.zeros([6]))
+            loss = tf.reduce_sum(y * up)
+        return y, tape.gradient(loss, xt)
+
+    y, gx = step(tf.constant(x))
+    np.testing.assert_array_equal(y.numpy(), x)
+    np.testing.assert_array_equal(gx.numpy(), up)
+    for a, b in zip(_bn_state(layer.block), before):
+        np.testing.assert_array_equal(a, b)
+    assert float(layer.open_fraction.numpy()) == 0.0
+
+
+@pytest.mark.parametrize("mode", ["gather", "mask"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_input_is_rejected(mode, bad):
+    layer = _pair(mode)
+    x = _x()
+    x[2, 3, 5, 1] = bad
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        layer(x, decisions=np.ones(6))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        tf.function(lambda v: layer(v, training=True))(tf.constant(x))
+
+
 @pytest.mark.parametrize("mode", ["gather", "mask"])
 def test_gradients_reach_gate_parameters(mode):
     layer = _pair(mode)
