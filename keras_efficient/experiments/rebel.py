@@ -3,8 +3,8 @@
 A CIFAR-style ResNet teacher is trained, split after `stage2_block0` into head H
 and tail T, and a variational bottleneck (Head₁ → z → Head₂) is injected and
 trained with L = α·L_M + β·L_R + γ·L_C (Eq. 5; tail frozen). Early classifiers on
-z: the Gaussian mixture classifier (full and diagonal covariance) with and
-without the KL term of Eq. (3), a jointly trained linear softmax, and kNN /
+z: the Gaussian mixture classifier (full and diagonal covariance) and a jointly
+trained linear softmax, with and without the KL term of Eq. (3), and kNN /
 k-means fitted on the embeddings of a bottleneck trained with the mimic loss
 only (head network distillation). Reported: local accuracy vs coverage
 (Fig. 7a), local / remote / overall accuracy (Fig. 7b), Dirichlet-unbalanced
@@ -81,6 +81,7 @@ def _variants(quick):
         ("GMC diag + KL", {"classifier": "gmc", "covariance": "diag", "beta": 0.001}),
         ("GMC diag", {"classifier": "gmc", "covariance": "diag", "beta": 0.0}),
         ("Linear", {"classifier": "linear", "beta": 0.0}),
+        ("Linear + KL", {"classifier": "linear", "beta": 0.001}),
         ("HND (mimic only)", {"classifier": "linear", "beta": 0.0, "gamma": 0.0}),
     ]
     if quick:
@@ -319,9 +320,11 @@ def run(ctx):
 
     # Fig. 7a analog.
     fig, ax = plt.subplots(figsize=(6, 4))
+    colors = {}   # one colour per classifier, dashed with the KL term
     for name, curve in curves.items():
+        color = colors.setdefault(name.replace(" + KL", ""), "C{}".format(len(colors)))
         ax.plot([r["coverage"] for r in curve], [r["local_accuracy"] for r in curve],
-                "--" if "KL" in name else "-", label=name)
+                "--" if "KL" in name else "-", color=color, label=name)
     ax.set_xlabel("fraction of queries answered locally (coverage)")
     ax.set_ylabel("local accuracy")
     ax.legend(fontsize=8)
@@ -438,15 +441,17 @@ def run(ctx):
     fig, ax = plt.subplots(figsize=(6, 4))
     krows = [r for r in rows2 if r[0].startswith("Kumar")]
     for j, (target, style) in enumerate(zip(TABLE2_TARGETS, ("-", "--", ":"))):
-        ax.plot([r[1] for r in krows], [r[2 + j] for r in krows], "k" + style + "o", ms=4,
-                label="Kumar et al. @ {:.2f}%".format(100 * target))
+        ax.plot([r[1] for r in krows], [r[2 + j] for r in krows], style + "o", ms=4,
+                color="C{}".format(j), label="Kumar et al. @ {:.2f}%".format(100 * target))
         for r in (r for r in rows2 if r[0].startswith("ReBEL")):
-            ax.plot(r[1], r[2 + j], "s" if "diag" in r[0] else "^", color="C{}".format(j))
+            ax.plot(r[1], r[2 + j], "s" if "diag" in r[0] else "^", color="C{}".format(j),
+                    label=r[0] if j == 0 else None, mfc="none" if "KL" not in r[0] else None)
     ax.set(xscale="log", xlabel="on-device FLOPs per query", ylabel="fraction served locally")
     ax.legend(fontsize=7)
     ctx.report.add_figure("table2_flops_vs_local", fig,
                           "On-device FLOPs vs queries served locally (Table II analog; "
-                          "markers: ReBEL GMC, squares diag, triangles full; colours = targets)")
+                          "markers: ReBEL GMC, squares diag, triangles full, hollow without KL; "
+                          "colours: accuracy targets)")
 
     # Remote accuracy with z sent as float32 / float16 / uint8.
     wire_rows = []

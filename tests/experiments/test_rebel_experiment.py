@@ -90,3 +90,15 @@ def test_table2_coverage_and_flops_ratios():
     assert by_name["ReBEL GMC diag"][1] == 1000
     # Only cut b (9000 FLOPs) serves everything locally: 9x ReBEL's FLOPs.
     assert ratios == {"ReBEL GMC diag": [9.0, 9.0, 9.0]}
+
+
+def test_variants_pair_each_classifier_with_and_without_kl():
+    from keras_efficient.experiments.rebel import _variants
+
+    quick = dict(_variants(True))
+    assert set(quick) == {"GMC full + KL", "GMC diag + KL", "GMC diag", "Linear", "Linear + KL"}
+    assert quick["Linear + KL"]["beta"] > 0 and quick["Linear"]["beta"] == 0
+    full = dict(_variants(False))
+    for name in full:
+        if name.endswith(" + KL"):
+            assert name[:-5] in full and full[name[:-5]]["beta"] == 0
