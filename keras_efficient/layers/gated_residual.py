@@ -25,6 +25,26 @@ def _usable_state(state):
 
 
 @tf.custom_gradient
+def _pool(x):
+    """(mean of x over height and width in float32, x): the gate's input and x itself.
+
+    Backward: ∂L/∂x + ∂L/∂pooled / (H·W) broadcast over height and width, as one
+    broadcasting add (TensorFlow's own mean gradient tiles it to full size, scales
+    it and adds it, three full-size passes).
+    """
+    pooled = tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2])
+
+    def grad(g_pooled, g_x):
+        if g_pooled is None:
+            return g_x
+        size = tf.cast(tf.shape(x)[1] * tf.shape(x)[2], tf.float32)
+        g_mean = tf.cast(g_pooled / size, x.dtype)[:, None, None, :]
+        return g_mean if g_x is None else g_x + g_mean
+
+    return (pooled, tf.identity(x)), grad
+
+
+@tf.custom_gradient
 def _route(x, idx):
     """(x[idx], x): the rows of the open samples, and x passed on to `_merge`.
 
@@ -191,10 +211,10 @@ class GatedResidualBlock(keras.layers.Layer):
         return gate, (state if _usable_state(state) else None)
 
     def call(self, inputs, training=None, decisions=None):
-        x = inputs
+        pooled, x = _pool(inputs)
         # A NaN or Inf anywhere in x makes its spatial mean non-finite, so checking the
         # pooled [batch, channels] tensor rejects such inputs without another pass over x.
-        pooled = assert_finite(tf.reduce_mean(tf.cast(x, tf.float32), axis=[1, 2]), self.name)
+        pooled = assert_finite(pooled, self.name)
         gate, state = self._gate_and_state()
         prob, new_state = gate(self.projection(pooled), states=state)
         _set_context(gate, new_state)
