@@ -52,16 +52,16 @@ class BottleneckCodec(tf.Module):
 
     def __init__(self, dtype="float32", z_range=None, name="bottleneck_codec"):
         super().__init__(name=name)
-        self.dtype = check_choice("z_dtype", dtype, tuple(BYTES_PER_ELEMENT))
+        self.dtype = check_choice("dtype", dtype, tuple(BYTES_PER_ELEMENT))
         if dtype == "uint8":
             if z_range is None:
-                raise invalid_argument("z_range", "a pair (low, high) for z_dtype='uint8' "
+                raise invalid_argument("z_range", "a pair (low, high) for the 'uint8' format "
                                        "(see BottleneckCodec.calibrated)", z_range)
             self._range = _check_range(z_range)
             self.z_range = tf.Variable(np.asarray(self._range, np.float32), trainable=False,
                                        name="z_range")
         elif z_range is not None:
-            raise invalid_argument("z_range", "None for z_dtype={!r} (a range applies to "
+            raise invalid_argument("z_range", "None for the {!r} format (a range applies to "
                                    "'uint8' only)".format(dtype), z_range)
         else:
             self._range = None

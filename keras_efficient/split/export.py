@@ -5,7 +5,8 @@ import os
 from keras_efficient.backend import tf
 from keras_efficient.split.codec import BottleneckCodec
 from keras_efficient.split.early_exit import early_exit_decision
-from keras_efficient.utils.validation import check_float, check_int, invalid_argument
+from keras_efficient.split.transmission import BYTES_PER_ELEMENT
+from keras_efficient.utils.validation import check_choice, check_float, check_int, invalid_argument
 
 __all__ = ["DeviceModule", "ServerModule", "export_device_model", "export_server_model",
            "export_device_tflite"]
@@ -16,6 +17,7 @@ def _codec(z_dtype, z_range):
             raise invalid_argument("z_range", "None when `z_dtype` is a BottleneckCodec",
                                    z_range)
         return z_dtype
+    check_choice("z_dtype", z_dtype, tuple(BYTES_PER_ELEMENT))
     return BottleneckCodec(z_dtype, z_range)
 
 

@@ -91,7 +91,8 @@ def test_nan_and_wrong_wire_dtype_rejected():
 
 
 @pytest.mark.parametrize("kwargs,match", [
-    ({"dtype": "int8"}, "z_dtype"),
+    ({"dtype": "int8"}, "dtype"),
+    ({"dtype": None}, "dtype"),
     ({"dtype": "uint8"}, "z_range"),
     ({"dtype": "uint8", "z_range": (1.0, 1.0)}, "z_range"),
     ({"dtype": "uint8", "z_range": (2.0, 1.0)}, "z_range"),
