@@ -12,6 +12,7 @@ from keras_efficient.layers.gated_residual import GatedResidualBlock
 from keras_efficient.layers.recurrent_gate import RecurrentGate
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
+from keras_efficient.layers.bayesian import ReparameterizationConv2D, ReparameterizationDense
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
 from keras_efficient.layers.stochastic_depth import StochasticDepth
@@ -32,6 +33,8 @@ __all__ = [
     "RecurrentGate",
     "FlipoutConv2D",
     "FlipoutDense",
+    "ReparameterizationConv2D",
+    "ReparameterizationDense",
     "MultivariateNormalHead",
     "ResidualBlock",
     "StochasticDepth",

@@ -1,4 +1,4 @@
-"""Bayesian Flipout layers: TFP's DenseFlipout / Convolution2DFlipout with a config.
+"""Bayesian Dense / Conv2D layers: TFP's Flipout and reparameterization layers with a config.
 
 A Bayesian network learns a mean-field normal posterior q(w) = N(mu, sigma^2) per
 weight instead of a point value. Training minimises (Eq. 2 of the IPU/GPU
@@ -13,11 +13,24 @@ training set size as well). Each layer adds
 loss, like a kernel regularizer, registered when the layer is built), so Keras
 adds it to the compiled loss on every step.
 
-The layers subclass TensorFlow Probability's Flipout layers (Wen et al., 2018:
-pseudo-independent weight perturbations per example, a lower-variance form of the
-reparameterisation trick used in the paper) and replace TFP's function-valued
-constructor arguments (which TFP serialises as Python bytecode) by plain numbers,
-so the layers have a JSON config and are registered for serialization.
+Two gradient estimators of the data term, each TFP's layer subclassed:
+
+* Flipout (`FlipoutDense`, `FlipoutConv2D`; Wen et al., 2018): pseudo-independent
+  weight perturbations per example by random sign flips of one shared draw. Lower
+  gradient variance, but every call runs the kernel twice (posterior mean, and the
+  sign-flipped perturbation), so a convolution costs two convolutions forward and
+  two backward.
+* Reparameterization (`ReparameterizationDense`, `ReparameterizationConv2D`; the
+  trick the paper used, Kingma & Welling 2014 / Blundell et al. 2015): one weight
+  sample W = mu + sigma * eps per call, shared by every example of the batch, and
+  one kernel application. Half Flipout's convolution work, but the examples of a
+  batch see the same weights, so their gradients are correlated and the estimate's
+  variance does not fall with the batch size as it does for independent samples
+  (Kingma, Salimans & Welling, 2015).
+
+Both replace TFP's function-valued constructor arguments (which TFP serialises as
+Python bytecode) by plain numbers, so the layers have a JSON config and are
+registered for serialization.
 
 Choices where the paper is vague (following the paper's public code): posterior
 means initialised with He-normal, untransformed posterior scales with
@@ -29,9 +42,10 @@ Cost: the per-step work that does not depend on the batch size is drawing one
 N(0, 1) number per kernel weight and the KL over all kernel weights. Both are
 written as a few vectorised elementwise ops (`_standard_normal_box_muller`,
 `_normal_kl_to_centered_normal`) instead of TFP's generic `Normal.sample` and
-`kl_divergence` graphs; the estimator and the math are TFP's.
+`kl_divergence` graphs; the estimators and the math are TFP's.
 """
 
+import functools
 import math
 
 import numpy as np
@@ -49,7 +63,7 @@ from keras_efficient.utils.validation import (
     invalid_argument,
 )
 
-__all__ = ["FlipoutDense", "FlipoutConv2D"]
+__all__ = ["FlipoutDense", "FlipoutConv2D", "ReparameterizationDense", "ReparameterizationConv2D"]
 
 tfd = tfp.distributions
 _layers_util = tfp.layers.util
@@ -111,14 +125,18 @@ def _normal_kl_to_centered_normal(loc, scale, prior_scale):
             - tf.reduce_sum(tf.math.log(scale)) + constant)
 
 
-def _sample_normal(dist):
-    """A sample of a `tfd.Normal` (TFP's `kernel_posterior_tensor_fn` hook).
+def _sample_normal(dist, seed=None):
+    """A sample of a mean-field normal (TFP's `kernel_posterior_tensor_fn` hook).
 
-    TFP's Flipout layers call it on the zero-mean perturbation N(0, sigma^2) once
-    per call; the draw is `sigma * z` with `z` from `_standard_normal_box_muller`.
+    TFP's Flipout layers call it on the zero-mean perturbation N(0, sigma^2), the
+    reparameterization layers on the posterior `Independent(Normal(mu, sigma))`,
+    once per call; the draw is `mu + sigma * z` with `z` from
+    `_standard_normal_box_muller` (`seed`: None, an int or a stateless pair).
     """
+    if isinstance(dist, tfd.Independent):
+        dist = dist.distribution
     scale = tf.convert_to_tensor(dist.scale)
-    noise = _standard_normal_box_muller(scale.shape, dtype=scale.dtype)
+    noise = _standard_normal_box_muller(scale.shape, seed=seed, dtype=scale.dtype)
     return noise * scale + dist.loc
 
 
@@ -134,8 +152,15 @@ def _bias_posterior_fn():
         is_singular=True, loc_initializer=keras.initializers.Zeros())
 
 
-class _FlipoutMixin:
-    """KL through add_loss, a posterior-mean path, argument checks and the config."""
+class _BayesianMixin:
+    """KL through add_loss, a posterior-mean path, argument checks and the config.
+
+    Subclasses set `_tfp_takes_seed`: True when the TFP base class takes `seed`
+    (Flipout: it seeds the sign flips; the kernel noise stays unseeded), False when
+    it does not (reparameterization: `seed` seeds the kernel noise instead).
+    """
+
+    _tfp_takes_seed = True
 
     def _init_bayesian(self, num_train_examples, kl_weight, prior_scale, posterior_scale_init,
                        kernel_loc_initializer, check_finite, use_bias, seed, kwargs):
@@ -148,9 +173,10 @@ class _FlipoutMixin:
         self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
         self.check_finite = check_bool("check_finite", check_finite)
         use_bias = check_bool("use_bias", use_bias)
+        seed = check_int("seed", seed, allow_none=True)
         if kwargs.get("dtype") is None:
             kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
-        return dict(
+        fns = dict(
             kernel_posterior_fn=_posterior_fn(self.kernel_loc_initializer, self.posterior_scale_init),
             kernel_prior_fn=_normal_prior_fn(self.prior_scale),
             kernel_posterior_tensor_fn=_sample_normal,
@@ -158,8 +184,13 @@ class _FlipoutMixin:
             bias_posterior_fn=_bias_posterior_fn() if use_bias else None,
             bias_prior_fn=None,
             bias_divergence_fn=None,
-            seed=check_int("seed", seed, allow_none=True),
         )
+        if self._tfp_takes_seed:
+            fns["seed"] = seed
+        else:
+            fns["kernel_posterior_tensor_fn"] = functools.partial(_sample_normal, seed=seed)
+            self.seed = seed
+        return fns
 
     def kl_divergence(self):
         """kl_weight * KL(q(kernel) || N(0, prior_scale^2)) / num_train_examples (Eq. 2)."""
@@ -215,36 +246,8 @@ class _FlipoutMixin:
         return cls(**config)
 
 
-@register_serializable
-class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
-    """Bayesian Dense layer (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
-
-    y = x W + b with W ~ q(W) = N(mu, sigma^2) (mean field), sampled with Flipout
-    on every call; b is a point estimate. The layer adds
-    `kl_weight * KL(q(W) || N(0, prior_scale^2)) / num_train_examples` via `add_loss`.
-
-    Args:
-      units: output features.
-      activation: Keras activation identifier or None.
-      use_bias: add a (deterministic) bias.
-      num_train_examples: N, the size of the training set; the KL is divided by it.
-      kl_weight: extra multiplier on the KL (1 = Eq. 2; 0 disables the KL term).
-      prior_scale: standard deviation s of the N(0, s^2) prior (Eq. 2 uses 1).
-      posterior_scale_init: mean of the initial untransformed scale (sigma = softplus).
-      kernel_loc_initializer: initializer of the posterior means.
-      check_finite: assert finite inputs (NaN/Inf -> InvalidArgumentError).
-      seed: seed for the Flipout perturbations (None: global seed).
-
-    Call arguments:
-      inputs: float tensor [batch, ..., in_features].
-      use_mean: use the posterior means instead of a sample (deterministic output).
-
-    Input shape:
-      `(batch, ..., in_features)`, rank >= 2.
-
-    Output shape:
-      `(batch, ..., units)`, float32.
-    """
+class _DenseBase(_BayesianMixin):
+    """Constructor, build and config of the Bayesian Dense layers."""
 
     def __init__(self, units, activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
                  prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
@@ -273,33 +276,8 @@ class FlipoutDense(_FlipoutMixin, tfp.layers.DenseFlipout):
         return config
 
 
-@register_serializable
-class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
-    """Bayesian 2-D convolution (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
-
-    Same posterior, prior and KL as `FlipoutDense`, for a convolution kernel of
-    shape (kh, kw, in_channels, filters). Channels-last only.
-
-    Args:
-      filters: output channels.
-      kernel_size: int or pair of ints.
-      strides: int or pair of ints.
-      padding: "valid" or "same".
-      dilation_rate: int or pair of ints.
-      activation, use_bias, num_train_examples, kl_weight, prior_scale,
-      posterior_scale_init, kernel_loc_initializer, check_finite, seed: as for
-        `FlipoutDense`.
-
-    Call arguments:
-      inputs: float tensor [batch, height, width, channels].
-      use_mean: use the posterior means instead of a sample (deterministic output).
-
-    Input shape:
-      `(batch, height, width, channels)` with defined channels.
-
-    Output shape:
-      `(batch, new_height, new_width, filters)`, float32.
-    """
+class _Conv2DBase(_BayesianMixin):
+    """Constructor, build and config of the Bayesian 2-D convolutions."""
 
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
@@ -339,6 +317,115 @@ class FlipoutConv2D(_FlipoutMixin, tfp.layers.Convolution2DFlipout):
         })
         config.update(self._bayesian_config())
         return config
+
+
+@register_serializable
+class FlipoutDense(_DenseBase, tfp.layers.DenseFlipout):
+    """Bayesian Dense layer (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
+
+    y = x W + b with W ~ q(W) = N(mu, sigma^2) (mean field), sampled with Flipout
+    on every call (per-example sign flips of one shared perturbation: two matmuls);
+    b is a point estimate. The layer adds
+    `kl_weight * KL(q(W) || N(0, prior_scale^2)) / num_train_examples` via `add_loss`.
+
+    Args:
+      units: output features.
+      activation: Keras activation identifier or None.
+      use_bias: add a (deterministic) bias.
+      num_train_examples: N, the size of the training set; the KL is divided by it.
+      kl_weight: extra multiplier on the KL (1 = Eq. 2; 0 disables the KL term).
+      prior_scale: standard deviation s of the N(0, s^2) prior (Eq. 2 uses 1).
+      posterior_scale_init: mean of the initial untransformed scale (sigma = softplus).
+      kernel_loc_initializer: initializer of the posterior means.
+      check_finite: assert finite inputs (NaN/Inf -> InvalidArgumentError).
+      seed: seed for the Flipout sign flips (None: global seed).
+
+    Call arguments:
+      inputs: float tensor [batch, ..., in_features].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, ..., in_features)`, rank >= 2.
+
+    Output shape:
+      `(batch, ..., units)`, float32.
+    """
+
+
+@register_serializable
+class ReparameterizationDense(_DenseBase, tfp.layers.DenseReparameterization):
+    """Bayesian Dense layer (reparameterization trick) with N(0, prior_scale^2) priors.
+
+    y = x W + b with W = mu + sigma * eps, eps ~ N(0, I) drawn once per call and
+    shared by every example of the batch (Kingma & Welling, 2014; Blundell et al.,
+    2015: the estimator of the paper); one matmul. Prior, posterior, KL term of
+    Eq. 2 and arguments as for `FlipoutDense`, except `seed`, which seeds the
+    weight noise.
+
+    Call arguments:
+      inputs: float tensor [batch, in_features].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, in_features)` (rank >= 2 with `use_mean=True`).
+
+    Output shape:
+      `(batch, units)`, float32.
+    """
+
+    _tfp_takes_seed = False
+
+
+@register_serializable
+class FlipoutConv2D(_Conv2DBase, tfp.layers.Convolution2DFlipout):
+    """Bayesian 2-D convolution (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
+
+    Same posterior, prior and KL as `FlipoutDense`, for a convolution kernel of
+    shape (kh, kw, in_channels, filters). Channels-last only. Each call runs two
+    convolutions (posterior mean, sign-flipped perturbation).
+
+    Args:
+      filters: output channels.
+      kernel_size: int or pair of ints.
+      strides: int or pair of ints.
+      padding: "valid" or "same".
+      dilation_rate: int or pair of ints.
+      activation, use_bias, num_train_examples, kl_weight, prior_scale,
+      posterior_scale_init, kernel_loc_initializer, check_finite, seed: as for
+        `FlipoutDense`.
+
+    Call arguments:
+      inputs: float tensor [batch, height, width, channels].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, height, width, channels)` with defined channels.
+
+    Output shape:
+      `(batch, new_height, new_width, filters)`, float32.
+    """
+
+
+@register_serializable
+class ReparameterizationConv2D(_Conv2DBase, tfp.layers.Convolution2DReparameterization):
+    """Bayesian 2-D convolution (reparameterization trick) with N(0, prior_scale^2) priors.
+
+    One kernel sample W = mu + sigma * eps per call, shared by the whole batch, and
+    one convolution (the paper's estimator). Arguments as for `FlipoutConv2D`;
+    `seed` seeds the kernel noise.
+
+    Call arguments:
+      inputs: float tensor [batch, height, width, channels].
+      use_mean: use the posterior means instead of a sample (deterministic output).
+
+    Input shape:
+      `(batch, height, width, channels)` with defined channels.
+
+    Output shape:
+      `(batch, new_height, new_width, filters)`, float32.
+    """
+
+    _tfp_takes_seed = False
 
 
 def _pair(name, value):

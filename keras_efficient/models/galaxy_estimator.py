@@ -6,8 +6,10 @@ each of four filter counts (32, 64, 128, 256) a 3x3 convolution (stride 1) and a
 then Flatten and a Dense layer to the parameters of a full-covariance normal over
 (e1, e2) (`MultivariateNormalHead`). On 64x64x6 inputs this has 1,500,829
 parameters (the paper: 1.5 M). The Bayesian variant replaces every convolution
-and the Dense layer by its Flipout counterpart (posterior mean and scale per
-kernel weight, deterministic biases): 2,693,469 parameters (the paper: 2.7 M).
+and the Dense layer by its Flipout (default, the estimator the issue names) or
+reparameterization (the estimator of the paper: one weight sample per batch, half
+Flipout's convolution work) counterpart (posterior mean and scale per kernel
+weight, deterministic biases): 2,693,469 parameters either way (the paper: 2.7 M).
 Its loss is Eq. 2: the negative log-likelihood plus the layers' KL terms, which
 they add through `add_loss` scaled by 1 / num_train_examples.
 """
@@ -15,24 +17,38 @@ they add through `add_loss` scaled by 1 / num_train_examples.
 import numpy as np
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
+from keras_efficient.layers.bayesian import (
+    FlipoutConv2D,
+    FlipoutDense,
+    ReparameterizationConv2D,
+    ReparameterizationDense,
+)
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
-from keras_efficient.utils.validation import check_bool, check_int, invalid_argument
+from keras_efficient.utils.validation import check_bool, check_choice, check_int, invalid_argument
 
 __all__ = ["galaxy_shape_estimator", "predict_with_samples"]
+
+ESTIMATORS = ("flipout", "reparameterization")
+
+
+def _bayesian_layer_classes(estimator):
+    """(Conv2D class, Dense class) of a gradient estimator, looked up at call time."""
+    if estimator == "flipout":
+        return FlipoutConv2D, FlipoutDense
+    return ReparameterizationConv2D, ReparameterizationDense
 
 
 def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32, 64, 128, 256),
                            kernel_size=3, event_size=2, num_train_examples=1, kl_weight=1.0,
                            prior_scale=1.0, posterior_scale_init=-9.0,
-                           synchronized_batch_norm=False, name=None):
+                           synchronized_batch_norm=False, estimator="flipout", name=None):
     """Builds the deterministic (`bayesian=False`) or Bayesian galaxy shape estimator.
 
     Both variants share the layer names: `input_bn`, `conv{i}_a`, `prelu{i}_a`,
     `conv{i}_b`, `prelu{i}_b` (i = 1..len(filters)), `flatten`, `head`.
 
     Args:
-      bayesian: use Flipout layers with N(0, prior_scale^2) priors (Eq. 2).
+      bayesian: use Bayesian layers with N(0, prior_scale^2) priors (Eq. 2).
       input_shape: (height, width, bands), fully defined (the PReLU slopes are per
         element, and IPUs need static shapes); height and width divisible by
         2 ** len(filters).
@@ -44,7 +60,14 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
       synchronized_batch_norm: compute the input BatchNorm statistics over all
         replicas (`BatchNormalization(synchronized=True)`, TF >= 2.12; not on the
         IPU path). Then training on n mirrored devices matches one device.
-      name: model name (default "galaxy_estimator" or "galaxy_estimator_bnn").
+      estimator: gradient estimator of the Bayesian layers: "flipout"
+        (`FlipoutConv2D` / `FlipoutDense`: per-example sign-flipped perturbations,
+        two kernel applications per layer) or "reparameterization"
+        (`ReparameterizationConv2D` / `ReparameterizationDense`: one weight sample
+        per batch, one kernel application, as in the paper). Same parameters.
+        Unused when `bayesian=False`.
+      name: model name (default "galaxy_estimator", "galaxy_estimator_bnn" for
+        Flipout, "galaxy_estimator_bnn_reparameterization").
 
     Returns:
       A functional `keras.Model` from images to a `tfd.MultivariateNormalTriL`.
@@ -52,6 +75,8 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     """
     check_bool("bayesian", bayesian)
     check_bool("synchronized_batch_norm", synchronized_batch_norm)
+    check_choice("estimator", estimator, ESTIMATORS)
+    conv_cls, dense_cls = _bayesian_layer_classes(estimator)
     try:
         input_shape = tuple(input_shape)
     except TypeError:
@@ -77,8 +102,8 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     def conv(f, strides, layer_name):
         if bayesian:
             # NaN/Inf are caught once, by the head (check_finite there), not per layer.
-            return FlipoutConv2D(f, kernel_size, strides=strides, padding="same", name=layer_name,
-                                 check_finite=False, **bayes)
+            return conv_cls(f, kernel_size, strides=strides, padding="same", name=layer_name,
+                            check_finite=False, **bayes)
         return keras.layers.Conv2D(f, kernel_size, strides=strides, padding="same",
                                    name=layer_name)
 
@@ -93,19 +118,24 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     h = keras.layers.Flatten(name="flatten")(h)
     params_layer = None
     if bayesian:
-        params_layer = FlipoutDense(MultivariateNormalHead.params_size(event_size),
-                                    name="params", **bayes)
+        params_layer = dense_cls(MultivariateNormalHead.params_size(event_size), name="params",
+                                 **bayes)
     outputs = MultivariateNormalHead(event_size, params_layer=params_layer, name="head")(h)
-    default_name = "galaxy_estimator_bnn" if bayesian else "galaxy_estimator"
+    default_name = "galaxy_estimator"
+    if bayesian:
+        default_name += "_bnn" if estimator == "flipout" else "_bnn_reparameterization"
     return keras.Model(inputs, outputs, name=name or default_name)
 
 
 def predict_with_samples(model, x, num_samples=10, batch_size=32):
     """Predictive mean and spreads from `num_samples` forward passes.
 
-    For a Bayesian model every pass draws new weights; the spread of the predicted
-    means across passes is the epistemic uncertainty. For a deterministic model it
-    is zero.
+    For a Bayesian model every pass draws new weights (Flipout: a perturbation per
+    example; reparameterization: one weight sample per batch of `batch_size`,
+    shared by its examples, so two inputs of one pass are correlated but each one's
+    spread across passes is still a posterior-predictive spread); the spread of the
+    predicted means across passes is the epistemic uncertainty. For a deterministic
+    model it is zero.
 
     Args:
       model: a model returning a distribution (e.g. `galaxy_shape_estimator`).

@@ -1,4 +1,5 @@
-"""Flipout layers: contract, closed-form KL (Eq. 2), 1/N scaling, Monte Carlo moments."""
+"""Flipout and reparameterization layers: contract, closed-form KL (Eq. 2), 1/N scaling,
+Monte Carlo moments, one weight sample per batch (reparameterization)."""
 
 import numpy as np
 import pytest
@@ -8,6 +9,8 @@ from keras_efficient.backend import keras, tf
 from keras_efficient.layers.bayesian import (
     FlipoutConv2D,
     FlipoutDense,
+    ReparameterizationConv2D,
+    ReparameterizationDense,
     _normal_kl_to_centered_normal,
     _standard_normal_box_muller,
 )
@@ -67,9 +70,10 @@ def test_box_muller_draws_are_standard_normal(shape):
 
 # The harness compares outputs across round trips, so it calls the layers with
 # use_mean=True (posterior means: deterministic). Sampling is tested below.
-def test_flipout_dense_contract():
+@pytest.mark.parametrize("cls", [FlipoutDense, ReparameterizationDense])
+def test_dense_contract(cls):
     run_layer_test(
-        FlipoutDense, {"units": 3, "num_train_examples": 100, "activation": "relu"},
+        cls, {"units": 3, "num_train_examples": 100, "activation": "relu"},
         input_shape=(4, 5), call_kwargs={"use_mean": True},
         expected_output_shape=(4, 3), expected_output_dtype="float32",
         expected_num_trainable_weights=3, expected_num_non_trainable_weights=0,
@@ -77,9 +81,10 @@ def test_flipout_dense_contract():
         supports_jit=True, expect_nan_error=True)
 
 
-def test_flipout_conv2d_contract():
+@pytest.mark.parametrize("cls", [FlipoutConv2D, ReparameterizationConv2D])
+def test_conv2d_contract(cls):
     run_layer_test(
-        FlipoutConv2D, {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same",
+        cls, {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same",
                         "num_train_examples": 100},
         input_shape=(2, 8, 8, 3), call_kwargs={"use_mean": True},
         expected_output_shape=(2, 4, 4, 4), expected_output_dtype="float32",
@@ -91,6 +96,8 @@ def test_flipout_conv2d_contract():
 @pytest.mark.parametrize("cls,kwargs,shape", [
     (FlipoutDense, {"units": 4}, (3, 6)),
     (FlipoutConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2)),
+    (ReparameterizationDense, {"units": 4}, (3, 6)),
+    (ReparameterizationConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2)),
 ])
 @pytest.mark.parametrize("prior_scale,n", [(1.0, 1), (1.0, 250), (0.5, 40)])
 def test_kl_matches_closed_form(cls, kwargs, shape, prior_scale, n):
@@ -144,25 +151,28 @@ def test_model_losses_collect_kl_of_every_layer():
     np.testing.assert_allclose(float(tf.add_n(model.losses)), expected, rtol=1e-4)
 
 
-def test_samples_differ_and_mean_path_is_deterministic():
-    layer = FlipoutDense(3, posterior_scale_init=-1.0)
+@pytest.mark.parametrize("cls", [FlipoutDense, ReparameterizationDense])
+def test_samples_differ_and_mean_path_is_deterministic(cls):
+    layer = cls(3, posterior_scale_init=-1.0)
     x = np.random.default_rng(0).standard_normal((4, 5)).astype(np.float32)
     a, b = layer(x).numpy(), layer(x).numpy()
     assert not np.allclose(a, b)
     np.testing.assert_array_equal(layer(x, use_mean=True).numpy(), layer(x, use_mean=True).numpy())
 
 
-def test_flipout_output_moments_monte_carlo():
+@pytest.mark.parametrize("cls", [FlipoutDense, ReparameterizationDense])
+def test_output_moments_monte_carlo(cls):
     """E[y_k] = sum_j x_j mu_jk + b_k and Var[y_k] = sum_j x_j^2 sigma_jk^2 (mean-field)."""
     rng = np.random.default_rng(5)
-    layer = FlipoutDense(2, posterior_scale_init=0.0)
+    layer = cls(2, posterior_scale_init=0.0)
     x1 = rng.standard_normal((1, 4)).astype(np.float32)
     layer(x1)
     mu = rng.normal(0, 1, (4, 2)).astype(np.float32)
     raw = rng.normal(-0.5, 0.3, (4, 2)).astype(np.float32)
     layer.set_weights([mu, raw, np.array([0.3, -0.2], np.float32)])
     # Every call draws a new weight perturbation shared by the batch (Flipout only
-    # decorrelates it by sign flips), so draws are pooled over many calls.
+    # decorrelates it by sign flips; reparameterization not at all), so draws are
+    # pooled over many calls.
     calls, rows = 1500, 4
     batch = np.repeat(x1, rows, axis=0)
     draw = tf.function(lambda b: layer(b))  # stateful random ops: a new draw per call
@@ -187,10 +197,13 @@ def test_flipout_output_moments_monte_carlo():
     ({"units": 2, "prior_scale": -1.0}, ValueError, "prior_scale"),
     ({"units": 2, "posterior_scale_init": None}, TypeError, "posterior_scale_init"),
     ({"units": 2, "use_bias": 1}, TypeError, "use_bias"),
+    ({"units": 2, "seed": "1"}, TypeError, "seed"),
+    ({"units": 2, "seed": 1.5}, TypeError, "seed"),
 ])
-def test_dense_bad_arguments(kwargs, error, match):
+@pytest.mark.parametrize("cls", [FlipoutDense, ReparameterizationDense])
+def test_dense_bad_arguments(cls, kwargs, error, match):
     with pytest.raises(error, match=match):
-        FlipoutDense(**kwargs)
+        cls(**kwargs)
 
 
 @pytest.mark.parametrize("kwargs,error,match", [
@@ -202,13 +215,73 @@ def test_dense_bad_arguments(kwargs, error, match):
     ({"filters": 2, "kernel_size": 3, "padding": "full"}, ValueError, "padding"),
     ({"filters": 2, "kernel_size": 3, "prior_scale": 0}, ValueError, "prior_scale"),
 ])
-def test_conv_bad_arguments(kwargs, error, match):
+@pytest.mark.parametrize("cls", [FlipoutConv2D, ReparameterizationConv2D])
+def test_conv_bad_arguments(cls, kwargs, error, match):
     with pytest.raises(error, match=match):
-        FlipoutConv2D(**kwargs)
+        cls(**kwargs)
 
 
-def test_bad_input_rank():
+@pytest.mark.parametrize("conv_cls,dense_cls", [(FlipoutConv2D, FlipoutDense),
+                                               (ReparameterizationConv2D, ReparameterizationDense)])
+def test_bad_input_rank(conv_cls, dense_cls):
     with pytest.raises(ValueError, match="ndim=4"):
-        FlipoutConv2D(2, 3)(np.zeros((2, 5, 5), np.float32))
+        conv_cls(2, 3)(np.zeros((2, 5, 5), np.float32))
     with pytest.raises(ValueError, match="min_ndim=2"):
-        FlipoutDense(2)(np.zeros((5,), np.float32))
+        dense_cls(2)(np.zeros((5,), np.float32))
+
+
+@pytest.mark.parametrize("cls,shape", [
+    (ReparameterizationDense, (5,)),
+    (ReparameterizationConv2D, (6, 6, 2)),
+])
+def test_reparameterization_shares_one_weight_sample_across_the_batch(cls, shape):
+    """One W = mu + sigma * eps per call: identical inputs of a batch give identical
+    outputs, while two calls (new eps) differ."""
+    kwargs = {"units": 3} if cls is ReparameterizationDense else {"filters": 3, "kernel_size": 3}
+    layer = cls(posterior_scale_init=-1.0, **kwargs)
+    row = np.random.default_rng(2).standard_normal((1,) + shape).astype(np.float32)
+    other = np.random.default_rng(3).standard_normal((1,) + shape).astype(np.float32)
+    batch = np.concatenate([row, other, row, row])
+    first, second = layer(batch).numpy(), layer(batch).numpy()
+    for out in (first, second):
+        np.testing.assert_array_equal(out[0], out[2])
+        np.testing.assert_array_equal(out[0], out[3])
+        assert not np.allclose(out[0], out[1])
+    assert np.abs(first[0] - second[0]).max() > 1e-2
+    # The mean path gives the same rows, which equal one sample only in expectation.
+    mean = layer(batch, use_mean=True).numpy()
+    np.testing.assert_array_equal(mean[0], mean[2])
+
+
+def test_flipout_perturbs_identical_inputs_of_a_batch_differently():
+    """The contrast to the test above: Flipout's per-example sign flips."""
+    layer = FlipoutDense(3, posterior_scale_init=-1.0)
+    row = np.random.default_rng(2).standard_normal((1, 5)).astype(np.float32)
+    out = layer(np.repeat(row, 4, axis=0)).numpy()
+    assert not np.allclose(out[0], out[1]) or not np.allclose(out[0], out[2])
+
+
+def test_reparameterization_kernel_sample_moments_monte_carlo():
+    """With x = I the Dense output rows are the sampled kernel W itself: per call one W,
+    whose elements have mean mu, standard deviation sigma = softplus(rho) and are
+    uncorrelated (mean field), pooled over calls."""
+    rng = np.random.default_rng(7)
+    layer = ReparameterizationDense(3, use_bias=False, posterior_scale_init=0.0)
+    eye = np.eye(4, dtype=np.float32)
+    layer(eye)
+    mu = rng.normal(0, 1, (4, 3)).astype(np.float32)
+    raw = rng.normal(-0.5, 0.3, (4, 3)).astype(np.float32)
+    layer.set_weights([mu, raw])
+    draw = tf.function(lambda b: layer(b))
+    calls = 2000
+    w = np.stack([draw(eye).numpy() for _ in range(calls)]).astype(np.float64)  # [calls, 4, 3]
+    sigma = _softplus(raw.astype(np.float64)) + np.finfo(np.float32).eps
+    # 5 standard errors for the mean and the variance of every element.
+    np.testing.assert_array_less(np.abs(w.mean(0) - mu), 5 * sigma / np.sqrt(calls))
+    np.testing.assert_array_less(np.abs(w.var(0) - sigma ** 2),
+                                 5 * sigma ** 2 * np.sqrt(2.0 / (calls - 1)))
+    # Standardised elements: correlations between two elements within 5 / sqrt(calls).
+    z = ((w - mu) / sigma).reshape(calls, -1)
+    corr = np.corrcoef(z, rowvar=False)
+    off_diagonal = corr[~np.eye(corr.shape[0], dtype=bool)]
+    assert np.abs(off_diagonal).max() < 5 / np.sqrt(calls)

@@ -1,9 +1,15 @@
-"""Galaxy shape estimator: parameter counts, both variants train, sampling behaviour."""
+"""Galaxy shape estimator: parameter counts, all variants train, sampling behaviour."""
 
 import numpy as np
 import pytest
 
 from keras_efficient.backend import keras, tf
+from keras_efficient.layers.bayesian import (
+    FlipoutConv2D,
+    FlipoutDense,
+    ReparameterizationConv2D,
+    ReparameterizationDense,
+)
 from keras_efficient.losses.negative_log_likelihood import NegativeLogLikelihood
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
 
@@ -37,6 +43,24 @@ def test_parameter_counts_match_the_paper():
     assert abs(bnn.count_params() - 2.7e6) / 2.7e6 < 0.01
     assert [l.name for l in det.layers] == [l.name for l in bnn.layers]
     assert len(det.losses) == 0 and len(bnn.losses) == 9
+    assert isinstance(bnn.get_layer("conv1_a"), FlipoutConv2D)  # the default estimator
+
+
+def test_reparameterization_variant_has_the_same_parameter_count():
+    _, bayes_expected = _expected_counts((64, 64, 6), (32, 64, 128, 256), 3, 2)
+    model = galaxy_shape_estimator(bayesian=True, estimator="reparameterization",
+                                   num_train_examples=8000)
+    assert model.count_params() == bayes_expected == 2693469
+    assert model.name == "galaxy_estimator_bnn_reparameterization"
+    assert len(model.losses) == 9
+    convs = [l for l in model.layers if l.name.startswith("conv")]
+    assert len(convs) == 8
+    assert all(type(l) is ReparameterizationConv2D for l in convs)
+    assert type(model.get_layer("head").params) is ReparameterizationDense
+    assert not any(isinstance(l, (FlipoutConv2D, FlipoutDense)) for l in model.layers)
+    flipout = galaxy_shape_estimator(bayesian=True, num_train_examples=8000)
+    assert [l.name for l in model.layers] == [l.name for l in flipout.layers]
+    assert [w.shape for w in model.weights] == [w.shape for w in flipout.weights]
 
 
 def _small(bayesian, **kwargs):
@@ -51,22 +75,26 @@ def _data(n=32, seed=0):
     return x, y
 
 
-@pytest.mark.parametrize("bayesian", [False, True])
-def test_trains_and_loss_decreases(bayesian):
+@pytest.mark.parametrize("bayesian,estimator", [(False, "flipout"), (True, "flipout"),
+                                                (True, "reparameterization")])
+def test_trains_and_loss_decreases(bayesian, estimator):
     keras.utils.set_random_seed(0)
     x, y = _data()
-    model = _small(bayesian, num_train_examples=len(x), posterior_scale_init=-5.0)
+    model = _small(bayesian, num_train_examples=len(x), posterior_scale_init=-5.0,
+                   estimator=estimator)
     model.compile(keras.optimizers.Adam(3e-3), loss=NegativeLogLikelihood())
     hist = model.fit(x, y, batch_size=8, epochs=6, verbose=0).history["loss"]
     assert np.all(np.isfinite(hist))
     assert hist[-1] < hist[0]
 
 
-def test_bayesian_loss_is_nll_plus_scaled_kl():
+@pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
+def test_bayesian_loss_is_nll_plus_scaled_kl(estimator):
     keras.utils.set_random_seed(1)
     x, y = _data(8)
     # Posterior scales ~1e-7 make the sampled NLL reproducible to ~1e-5 between calls.
-    model = _small(True, num_train_examples=1000, posterior_scale_init=-20.0)
+    model = _small(True, num_train_examples=1000, posterior_scale_init=-20.0,
+                   estimator=estimator)
     model.compile(keras.optimizers.SGD(0.0), loss=NegativeLogLikelihood())
     loss = model.evaluate(x, y, batch_size=8, verbose=0)
     nll = -model(x).log_prob(y).numpy().mean()
@@ -87,6 +115,22 @@ def test_predictions_vary_only_for_the_bayesian_model():
     assert np.all(bnn["aleatoric_std"] > 0)
 
 
+def test_predict_with_samples_reparameterization():
+    x, _ = _data(6)
+    model = _small(True, posterior_scale_init=-2.0, estimator="reparameterization")
+    out = predict_with_samples(model, x, num_samples=5, batch_size=4)
+    assert out["samples"].shape == (5, 6, 2)
+    assert np.all(out["epistemic_std"] > 1e-4)
+    np.testing.assert_allclose(out["mean"], out["samples"].mean(0), rtol=1e-6)
+    np.testing.assert_allclose(out["epistemic_std"], out["samples"].std(0), rtol=1e-5)
+    assert np.all(out["aleatoric_std"] > 0)
+    # One weight sample per batch: a repeated image gets the same prediction in a pass.
+    twice = np.concatenate([x[:1], x[:1]])
+    rep = predict_with_samples(model, twice, num_samples=3, batch_size=2)["samples"]
+    np.testing.assert_allclose(rep[:, 0], rep[:, 1], rtol=1e-5, atol=1e-6)
+    assert np.abs(rep[0, 0] - rep[1, 0]).max() > 1e-4
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     ({"input_shape": (60, 64, 6)}, ValueError, "divisible"),
     ({"input_shape": (64, 64)}, ValueError, "input_shape"),
@@ -97,6 +141,10 @@ def test_predictions_vary_only_for_the_bayesian_model():
     ({"event_size": 0}, ValueError, "event_size"),
     ({"bayesian": "yes"}, TypeError, "bayesian"),
     ({"bayesian": True, "num_train_examples": 0}, ValueError, "num_train_examples"),
+    ({"bayesian": True, "estimator": "local_reparameterization"}, ValueError, "estimator"),
+    ({"bayesian": True, "estimator": "Flipout"}, ValueError, "estimator"),
+    ({"bayesian": True, "estimator": None}, ValueError, "estimator"),
+    ({"estimator": ""}, ValueError, "estimator"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -111,12 +159,13 @@ def test_predict_with_samples_bad_arguments():
         predict_with_samples(model, np.zeros((0, 16, 16, 6), np.float32))
 
 
-@pytest.mark.parametrize("bayesian", [False, True])
-def test_nan_images_raise(bayesian):
+@pytest.mark.parametrize("bayesian,estimator", [(False, "flipout"), (True, "flipout"),
+                                                (True, "reparameterization")])
+def test_nan_images_raise(bayesian, estimator):
     x, _ = _data(2)
     x[0, 3, 3, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
-        _small(bayesian)(x)
+        _small(bayesian, estimator=estimator)(x)
 
 
 def test_kl_losses_readable_after_construction_and_loading(tmp_path):
@@ -127,3 +176,30 @@ def test_kl_losses_readable_after_construction_and_loading(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     np.testing.assert_allclose(float(tf.add_n(loaded.losses)), kl, rtol=1e-6)
+
+
+def test_reparameterization_model_round_trips(tmp_path):
+    """.keras and SavedModel (no traces): same layer classes, configs, weights and KL terms;
+    with posterior scales ~1e-7 the sampled predictions agree to float32 noise."""
+    x, _ = _data(4)
+    model = _small(True, num_train_examples=50, posterior_scale_init=-20.0,
+                   estimator="reparameterization")
+    rng = np.random.default_rng(4)
+    for var in model.trainable_weights:
+        if "untransformed_scale" not in var.name:
+            var.assign(var + rng.normal(0.0, 0.05, var.shape).astype(np.float32))
+    expected = model(x).mean().numpy()
+    kl = float(tf.add_n(model.losses))
+    keras_path = str(tmp_path / "bnn.keras")
+    model.save(keras_path)
+    saved_path = str(tmp_path / "bnn_saved")
+    model.save(saved_path, save_format="tf", save_traces=False)
+    for loaded in (keras.models.load_model(keras_path), keras.models.load_model(saved_path)):
+        for layer in model.layers:
+            twin = loaded.get_layer(layer.name)
+            assert type(twin) is type(layer)
+            assert twin.get_config() == layer.get_config()
+        for a, b in zip(model.weights, loaded.weights):
+            np.testing.assert_array_equal(a.numpy(), b.numpy())
+        np.testing.assert_allclose(float(tf.add_n(loaded.losses)), kl, rtol=1e-6)
+        np.testing.assert_allclose(loaded(x).mean().numpy(), expected, rtol=1e-4, atol=1e-4)
