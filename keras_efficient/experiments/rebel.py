@@ -19,13 +19,18 @@ delay and load tables, default uint8) and `z_tail` (share of z values clipped by
 the calibrated uint8 range, default 0.001).
 """
 
-import re
 import time
 
 import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.data import load_images
+from keras_efficient.experiments.rebel_costs import (
+    TABLE2_TARGETS,
+    graph_flops,
+    kumar_baseline,
+    table2,
+)
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.losses.early_classification import EarlyClassificationLoss
 from keras_efficient.models import cifar_resnet
@@ -42,7 +47,6 @@ from keras_efficient.split import (
     end_to_end_delay,
     exit_score,
     gini_index,
-    max_coverage_at_accuracy,
     network_load_bps,
     quantize_uint8,
     threshold_for_coverage,
@@ -53,21 +57,6 @@ DESCRIPTION = ("ReBEL split computing: variational bottleneck, Gaussian mixture 
                "classifier vs linear/kNN/k-means, coverage, unbalanced clients, FLOPs.")
 
 COVERAGES = np.round(np.arange(0.05, 1.0001, 0.05), 2)
-# Table II keeps the overall accuracy at >= 88.86 % of the remote one (Kumar et al.'s
-# operating point); the stricter targets separate the methods on easy data.
-TABLE2_TARGETS = (0.8886, 0.97, 0.99)
-
-
-def graph_flops(model, input_shape):
-    """Float operations of one inference of `model` on one sample (TF profiler, registered ops)."""
-    spec = tf.TensorSpec([1] + list(input_shape), tf.float32)
-    fn = tf.function(lambda x: model(x, training=False)).get_concrete_function(spec)
-    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    info = tf.compat.v1.profiler.profile(graph=fn.graph, cmd="op", options=opts)
-    return int(info.total_float_ops)
-
-
 def _variants(quick):
     """(name, ReBEL kwargs) of the jointly trained bottlenecks.
 
@@ -145,61 +134,6 @@ def _time_call(fn, x, repeats=5):
     for _ in range(repeats):
         fn(x)
     return (time.perf_counter() - start) / repeats
-
-
-def kumar_cuts(teacher):
-    """Layers whose outputs feed Kumar et al.'s k-means: the stem, then every residual block."""
-    blocks = [layer.name for layer in teacher.layers
-              if re.fullmatch(r"stage\d+_block\d+", layer.name)]
-    return ["stem_relu"] + blocks
-
-
-def _kumar_baseline(teacher, x_train, y_train, x_test, num_classes, seed, grid=4):
-    """Kumar et al. [36]: k-means (8 clusters per class) on the teacher's intermediate outputs.
-
-    Each output is average-pooled to a grid × grid map and flattened (d = grid²·channels)
-    to keep k-means tractable. On-device FLOPs = teacher prefix + pooling (TF profiler,
-    as for Table I) + nearest centroid (`flops_per_query`).
-    """
-    prefixes = []
-    for name in kumar_cuts(teacher):
-        feat = teacher.get_layer(name).output
-        pooled = keras.layers.AveragePooling2D(max(int(feat.shape[1]) // grid, 1))(feat)
-        prefixes.append((name, keras.Model(teacher.input, keras.layers.Flatten()(pooled))))
-    features = keras.Model(teacher.input, [m.output for _, m in prefixes])
-    f_train = features.predict(x_train, batch_size=256, verbose=0)
-    f_test = features.predict(x_test, batch_size=256, verbose=0)
-    out = {}
-    for (name, prefix), a, b in zip(prefixes, f_train, f_test):
-        km = KMeansEarlyClassifier(8 * num_classes, seed=seed).fit(a, y_train)
-        local, conf = km.predict(b)
-        out[name] = {"flops": graph_flops(prefix, x_train.shape[1:]) + km.flops_per_query(),
-                     "dim": int(a.shape[1]), "local": local, "confidence": conf}
-    return out
-
-
-def _table2(kumar, teacher_pred, teacher_acc, results, models, head1_flops, labels):
-    """Rows (method, FLOPs, coverage per target, overall acc at the first target, remote acc)."""
-    entries = [("Kumar et al.: k-means after " + name, k["flops"], k["confidence"], k["local"],
-                teacher_pred, teacher_acc) for name, k in kumar.items()]
-    for name, ev in results.items():
-        if name.startswith("GMC"):
-            entries.append(("ReBEL " + name, head1_flops + models[name].classifier.count_flops(),
-                            ev["score"], ev["local"], ev["remote"], ev["remote_accuracy"]))
-    rows = []
-    for label, flops, conf, local, remote, ref in entries:
-        cov = [max_coverage_at_accuracy(conf, local, remote, labels, t * ref)
-               for t in TABLE2_TARGETS]
-        rows.append([label, int(flops)] + [c["coverage"] for c in cov]
-                    + [cov[0]["overall_accuracy"], ref])
-    kumar_rows = [r for r in rows if r[0].startswith("Kumar")]
-    ratios = {}   # FLOPs of the cheapest Kumar cut serving as many queries locally / ReBEL's
-    for row in rows:
-        if row[0].startswith("ReBEL"):
-            able = [[k[1] for k in kumar_rows if k[2 + j] >= row[2 + j]]
-                    for j in range(len(TABLE2_TARGETS))]
-            ratios[row[0]] = [min(a) / row[1] if a else None for a in able]
-    return rows, ratios
 
 
 def _wire_accuracy(model, x_train, x_test, y_test, tail):
@@ -417,9 +351,9 @@ def run(ctx):
                             for row in table}, key="table1")
 
     # Table II analog: on-device FLOPs vs queries served locally at >= 88.86 % of remote.
-    kumar = _kumar_baseline(teacher, x_train, y_train, x_test, num_classes, ctx.seed)
+    kumar = kumar_baseline(teacher, x_train, y_train, x_test, num_classes, ctx.seed)
     teacher_pred = teacher.predict(x_test, batch_size=256, verbose=0).argmax(-1)
-    rows2, ratios = _table2(kumar, teacher_pred, teacher_acc, results, models, table[1][1],
+    rows2, ratios = table2(kumar, teacher_pred, teacher_acc, results, models, table[1][1],
                             y_test)
     ctx.report.add_table(
         "On-device FLOPs vs fraction of queries served locally while the overall accuracy "

@@ -4,7 +4,8 @@ import numpy as np
 
 from keras_efficient.backend import keras
 from keras_efficient.experiments import registry
-from keras_efficient.experiments.rebel import _client_subsets, graph_flops
+from keras_efficient.experiments.rebel import _client_subsets
+from keras_efficient.experiments.rebel_costs import graph_flops
 
 
 def test_registered_with_description():
@@ -32,7 +33,7 @@ def test_client_subsets_follow_the_client_mix():
 
 
 def test_kumar_baseline_cuts_and_flops():
-    from keras_efficient.experiments.rebel import _kumar_baseline, kumar_cuts
+    from keras_efficient.experiments.rebel_costs import kumar_baseline, kumar_cuts
     from keras_efficient.models import cifar_resnet
 
     keras.utils.set_random_seed(0)
@@ -42,7 +43,7 @@ def test_kumar_baseline_cuts_and_flops():
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(40, 8, 8, 3)).astype("float32")
     y = np.arange(40) % 3
-    out = _kumar_baseline(teacher, x, y, x[:10], 3, seed=0, grid=2)
+    out = kumar_baseline(teacher, x, y, x[:10], 3, seed=0, grid=2)
     assert list(out) == kumar_cuts(teacher)
     # 2x2 grid: d = 4 * channels (4, 4, 8, 16); k-means with 24 clusters.
     assert [v["dim"] for v in out.values()] == [16, 16, 32, 64]
@@ -57,7 +58,7 @@ def test_kumar_baseline_cuts_and_flops():
 
 
 def test_table2_coverage_and_flops_ratios():
-    from keras_efficient.experiments.rebel import TABLE2_TARGETS, _table2
+    from keras_efficient.experiments.rebel_costs import TABLE2_TARGETS, table2
 
     class _Classifier:
         def count_flops(self):
@@ -78,7 +79,7 @@ def test_table2_coverage_and_flops_ratios():
                             "remote_accuracy": 1.0},
                "Linear": {"score": conf_a, "local": wrong, "remote": labels,
                           "remote_accuracy": 1.0}}
-    rows, ratios = _table2(kumar, teacher_pred, 1.0, results, {"GMC diag": _Model()}, 900,
+    rows, ratios = table2(kumar, teacher_pred, 1.0, results, {"GMC diag": _Model()}, 900,
                            labels)
     by_name = {r[0]: r for r in rows}
     assert set(by_name) == {"Kumar et al.: k-means after a", "Kumar et al.: k-means after b",
