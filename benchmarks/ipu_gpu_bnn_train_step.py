@@ -1,20 +1,23 @@
-"""Train-step time of the Bayesian (Flipout) galaxy estimator vs the deterministic one.
+"""Train step of the deterministic galaxy estimator vs its Flipout and reparameterization BNNs.
 
-Both are `galaxy_shape_estimator` on 64x64x6 inputs (1.5 M / 2.7 M parameters),
-compiled with Adam and the negative log-likelihood. One Keras `train_step`
-(forward, loss with the KL terms, gradients, Adam update; wrapped in
-`tf.function` as `fit` does) is timed per call, the models alternating step by
-step (`_timing.interleaved_medians`) so that load from other processes hits
-all alike; the median seconds per step are reported with the ratio (target:
-Bayesian <= 2x deterministic).
+All are `galaxy_shape_estimator` on 64x64x6 inputs (1.5 M parameters
+deterministic, 2.7 M Bayesian with either estimator), compiled with Adam and the
+negative log-likelihood. One Keras `train_step` (forward, loss with the KL
+terms, gradients, Adam update; wrapped in `tf.function` as `fit` does) is timed
+per call, the models alternating step by step (`_timing.interleaved_medians`)
+so that load from other processes hits all alike; the median seconds per step
+are reported with the ratios to the deterministic step (target: Bayesian <= 2x
+deterministic). "flipout" runs two convolutions per layer (mean and sign-flipped
+perturbation), "reparameterization" one (one weight sample per batch).
 
-`--tfp-reference` adds a third model: the same Bayesian estimator with TFP's
-generic kernel sampling (`Normal.sample`, i.e. `tf.random.normal`) and
-`tfd.kl_divergence` graph instead of the library's vectorised Box-Muller draw
-and fused closed-form KL (the math is the same), to measure what those save.
+`--tfp-reference` adds the Flipout estimator with TFP's generic kernel sampling
+(`Normal.sample`, i.e. `tf.random.normal`) and `tfd.kl_divergence` graph
+instead of the library's vectorised Box-Muller draw and fused closed-form KL
+(the math is the same), to measure what those save.
 
-Run: python benchmarks/ipu_gpu_flipout_train_step.py [--batch-sizes 2,4,8,14]
-     [--repeats 40] [--tfp-reference] [--out FILE]
+Run: python benchmarks/ipu_gpu_bnn_train_step.py [--batch-sizes 2,4,8,14]
+     [--repeats 40] [--variants deterministic,flipout,reparameterization]
+     [--tfp-reference] [--out FILE]
 """
 
 import argparse
@@ -56,13 +59,18 @@ class _TFPReferenceDense(_TFPReference, FlipoutDense):
     pass
 
 
+VARIANTS = ("deterministic", "flipout", "reparameterization", "flipout_tfp_reference")
+
+
 def _model(variant, n):
-    if variant == "bayesian_tfp_reference":
+    if variant == "flipout_tfp_reference":
         with mock.patch.object(galaxy_estimator, "FlipoutConv2D", _TFPReferenceConv2D), \
                 mock.patch.object(galaxy_estimator, "FlipoutDense", _TFPReferenceDense):
             model = galaxy_estimator.galaxy_shape_estimator(bayesian=True, num_train_examples=n)
+    elif variant == "deterministic":
+        model = galaxy_estimator.galaxy_shape_estimator(bayesian=False)
     else:
-        model = galaxy_estimator.galaxy_shape_estimator(bayesian=variant == "bayesian",
+        model = galaxy_estimator.galaxy_shape_estimator(bayesian=True, estimator=variant,
                                                         num_train_examples=n)
     model.compile(keras.optimizers.Adam(1e-3), loss=NegativeLogLikelihood())
     return model
@@ -72,14 +80,22 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", default="2,4,8,14")
     parser.add_argument("--repeats", type=int, default=40, help="timed steps per model")
+    parser.add_argument("--variants", default="deterministic,flipout,reparameterization",
+                        help="comma-separated subset of " + ", ".join(VARIANTS)
+                        + " (deterministic is always included: the ratios refer to it)")
     parser.add_argument("--tfp-reference", action="store_true",
-                        help="also time the Bayesian model with TFP's generic sample/KL graphs")
-    parser.add_argument("--out", default="ipu_gpu_flipout_train_step.json")
+                        help="also time Flipout with TFP's generic sample/KL graphs")
+    parser.add_argument("--out", default="ipu_gpu_bnn_train_step.json")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    variants = ["deterministic", "bayesian"]
-    if args.tfp_reference:
-        variants.append("bayesian_tfp_reference")
+    variants = ["deterministic"]
+    for v in args.variants.split(","):
+        if v not in VARIANTS:
+            parser.error("unknown variant {!r}; expected some of {}".format(v, ", ".join(VARIANTS)))
+        if v not in variants:
+            variants.append(v)
+    if args.tfp_reference and "flipout_tfp_reference" not in variants:
+        variants.append("flipout_tfp_reference")
     results = []
     for bs in [int(b) for b in args.batch_sizes.split(",")]:
         n = bs * 8  # num_train_examples: only scales the KL
@@ -105,7 +121,7 @@ def main():
             "{} {:.4f} s/step ({:.2f}x)".format(k, v, v / det) for k, v in per_step.items())
             + "  [load {:.1f}-{:.1f}]".format(*row["load_average_1min"]), flush=True)
         keras.backend.clear_session()
-    out = {"benchmark": "flipout_train_step", "repeats": args.repeats, "results": results,
+    out = {"benchmark": "bnn_train_step", "repeats": args.repeats, "results": results,
            "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
                        "tensorflow": tf.__version__}}
     with open(args.out, "w") as f:
