@@ -363,14 +363,14 @@ class ReparameterizationDense(_DenseBase, tfp.layers.DenseReparameterization):
     weight noise.
 
     Call arguments:
-      inputs: float tensor [batch, in_features].
+      inputs: float tensor [batch, ..., in_features].
       use_mean: use the posterior means instead of a sample (deterministic output).
 
     Input shape:
-      `(batch, in_features)` (rank >= 2 with `use_mean=True`).
+      `(batch, ..., in_features)`, rank >= 2.
 
     Output shape:
-      `(batch, units)`, float32.
+      `(batch, ..., units)`, float32.
     """
 
     _tfp_takes_seed = False
