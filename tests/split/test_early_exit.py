@@ -77,6 +77,22 @@ def rebel_model():
     return model, x
 
 
+def _split_answers(device, server, predictor, x, thresholds):
+    """For each threshold: the exported device and server signatures answer as the
+    in-memory predictor does (exit decisions and merged labels). Yields (d, s, ref)."""
+    for threshold in thresholds:
+        device.threshold.assign(threshold)
+        predictor.set_threshold(threshold)
+        d = device.signatures["serving_default"](images=tf.constant(x))
+        s = server.signatures["serving_default"](z=d["z"])
+        ref = predictor(x)
+        np.testing.assert_array_equal(d["exited"].numpy(), ref["exited"].numpy())
+        np.testing.assert_array_equal(
+            np.where(d["exited"].numpy(), d["label"].numpy(), s["label"].numpy()),
+            ref["label"].numpy())
+        yield d, s, ref
+
+
 def test_predictor_matches_model(rebel_model):
     model, x = rebel_model
     out = model(x, training=False)
@@ -113,16 +129,7 @@ def test_exported_saved_models_and_tflite(rebel_model, tmp_path):
     # The split deployment (device answers where exited, server elsewhere) equals the
     # in-process predictor, including the extreme thresholds.
     predictor = EarlyExitPredictor(model.device_model(), model.server_model(), t)
-    for threshold in (t, 0.0, 1.0):
-        device.threshold.assign(threshold)
-        predictor.set_threshold(threshold)
-        d = device.signatures["serving_default"](images=tf.constant(x))
-        s = server.signatures["serving_default"](z=d["z"])
-        ref = predictor(x)
-        np.testing.assert_array_equal(d["exited"].numpy(), ref["exited"].numpy())
-        np.testing.assert_array_equal(
-            np.where(d["exited"].numpy(), d["label"].numpy(), s["label"].numpy()),
-            ref["label"].numpy())
+    for d, _, ref in _split_answers(device, server, predictor, x, (t, 0.0, 1.0)):
         np.testing.assert_allclose(d["confidence"].numpy(), ref["confidence"].numpy(), atol=1e-6)
     # threshold 1: only confidence exactly 1 stays local (none in this batch; the case of
     # some exactly-1 confidences is covered by test_thresholds_zero_and_one).
@@ -173,17 +180,8 @@ def test_uint8_transmission_in_exported_models(rebel_model, tmp_path):
     # the server the dequantised z.
     predictor = EarlyExitPredictor(model.device_model(), model.server_model(), t,
                                    codec=BottleneckCodec("uint8", (low, high)))
-    for threshold in (t, 0.0, 1.0):
-        device.threshold.assign(threshold)
-        predictor.set_threshold(threshold)
-        d = device.signatures["serving_default"](images=tf.constant(x))
-        s = server.signatures["serving_default"](z=d["z"])
-        ref = predictor(x)
-        np.testing.assert_array_equal(d["exited"].numpy(), ref["exited"].numpy())
+    for _, s, ref in _split_answers(device, server, predictor, x, (t, 0.0, 1.0)):
         np.testing.assert_array_equal(s["label"].numpy(), ref["remote_label"].numpy())
-        np.testing.assert_array_equal(
-            np.where(d["exited"].numpy(), d["label"].numpy(), s["label"].numpy()),
-            ref["label"].numpy())
     with pytest.raises((TypeError, ValueError, tf.errors.InvalidArgumentError),
                        match="uint8"):
         server.signatures["serving_default"](z=tf.constant(z_float))
