@@ -5,9 +5,11 @@ import numbers
 from keras_efficient.backend import keras
 from keras_efficient.losses.negative_log_likelihood import NegativeLogLikelihood
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator
-from keras_efficient.utils.validation import check_float, check_int, invalid_argument
+from keras_efficient.utils.validation import check_choice, check_float, check_int, invalid_argument
 
 __all__ = ["bnn_hyperparameters", "bnn_hypermodel"]
+
+_ESTIMATORS = ("flipout", "reparameterization")
 
 
 def _positive_range(hp, name, value, label):
@@ -27,12 +29,14 @@ def _positive_range(hp, name, value, label):
 
 def bnn_hyperparameters(hp, prior_scale=(0.1, 2.0), kl_weight=(1e-3, 1.0),
                         width_multipliers=(0.5, 1.0), base_filters=(32, 64, 128, 256),
-                        prefix="bnn_"):
+                        estimators=None, prefix="bnn_"):
     """Declares the BNN's hyperparameters; returns `galaxy_shape_estimator` keyword arguments.
 
     * prior_scale: s of the N(0, s^2) weight prior (Eq. 2 uses 1), log-uniform;
     * kl_weight: multiplier of the KL term of Eq. 2, log-uniform;
-    * width: a multiplier of `base_filters` (rounded, at least 1 filter), a choice.
+    * width: a multiplier of `base_filters` (rounded, at least 1 filter), a choice;
+    * estimator (only when `estimators` is given): "flipout" and/or
+      "reparameterization", a choice.
 
     Each of `prior_scale` and `kl_weight` is a fixed positive number (`hp.Fixed`)
     or a (low, high) range.
@@ -42,10 +46,12 @@ def bnn_hyperparameters(hp, prior_scale=(0.1, 2.0), kl_weight=(1e-3, 1.0),
       prior_scale, kl_weight: value or (low, high).
       width_multipliers: the choices for the width multiplier (positive floats).
       base_filters: filters at multiplier 1.
+      estimators: None (the model's default, Flipout; no hyperparameter) or a
+        sequence of estimator names to choose from.
       prefix: prefix of the hyperparameter names.
 
     Returns:
-      dict(prior_scale=..., kl_weight=..., filters=(...)).
+      dict(prior_scale=..., kl_weight=..., filters=(...)[, estimator=...]).
     """
     try:
         choices = [check_float("width_multipliers", float(m) if isinstance(m, numbers.Real)
@@ -61,7 +67,14 @@ def bnn_hyperparameters(hp, prior_scale=(0.1, 2.0), kl_weight=(1e-3, 1.0),
     weight = _positive_range(hp, prefix + "kl_weight", kl_weight, "kl_weight")
     width = hp.Choice(prefix + "width", sorted(set(choices)))
     filters = tuple(max(1, int(round(f * width))) for f in base_filters)
-    return {"prior_scale": prior, "kl_weight": weight, "filters": filters}
+    kwargs = {"prior_scale": prior, "kl_weight": weight, "filters": filters}
+    if estimators is not None:
+        if isinstance(estimators, str) or not estimators:
+            raise invalid_argument("estimators", "a non-empty sequence of estimator names",
+                                   estimators)
+        names = [check_choice("estimators", e, _ESTIMATORS) for e in estimators]
+        kwargs["estimator"] = hp.Choice(prefix + "estimator", sorted(set(names)))
+    return kwargs
 
 
 def bnn_hypermodel(num_train_examples, input_shape=(64, 64, 6), learning_rate=1e-3, **search):
@@ -77,7 +90,7 @@ def bnn_hypermodel(num_train_examples, input_shape=(64, 64, 6), learning_rate=1e
       input_shape: image shape.
       learning_rate: Adam learning rate.
       **search: passed to `bnn_hyperparameters` (prior_scale, kl_weight,
-        width_multipliers, base_filters, prefix).
+        width_multipliers, base_filters, estimators, prefix).
 
     Returns:
       A function hp -> compiled model (loss: `NegativeLogLikelihood`; the KL terms

@@ -36,6 +36,9 @@ def test_fixed_values():
     ({"width_multipliers": ()}, ValueError, "width_multipliers"),
     ({"width_multipliers": (0.0,)}, ValueError, "width_multipliers"),
     ({"base_filters": (0,)}, ValueError, "base_filters"),
+    ({"estimators": ()}, ValueError, "estimators"),
+    ({"estimators": "flipout"}, ValueError, "estimators"),
+    ({"estimators": ("flipout", "mc_dropout")}, ValueError, "estimators"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
@@ -52,6 +55,20 @@ def test_build_uses_the_hyperparameter_values():
     assert (conv.prior_scale, conv.kl_weight, conv.filters) == (0.3, 0.02, 4)
     assert model.get_layer("head").params.num_train_examples == 24
     assert model.optimizer is not None and model.loss.name == "negative_log_likelihood"
+
+
+def test_estimator_choice_builds_the_chosen_layers():
+    hp = keras_tuner.HyperParameters()
+    kwargs = bnn_hyperparameters(hp, base_filters=(4,),
+                                 estimators=("reparameterization", "flipout"))
+    assert list({p.name: p for p in hp.space}["bnn_estimator"].values) == [
+        "flipout", "reparameterization"]
+    assert kwargs["estimator"] == "flipout"
+    hp = keras_tuner.HyperParameters()
+    hp.Fixed("bnn_estimator", "reparameterization")
+    model = bnn_hypermodel(24, input_shape=(8, 8, 6), base_filters=(4,),
+                           estimators=("flipout", "reparameterization"))(hp)
+    assert type(model.get_layer("conv1_b")).__name__ == "ReparameterizationConv2D"
 
 
 @pytest.mark.slow  # a real keras-tuner search with two trials
