@@ -1,14 +1,24 @@
-"""Interleaved timing shared by the benchmarks.
+"""Interleaved timing and machine description shared by the benchmarks.
 
 Variants are measured alternately (A, B, C, A, B, C, ...) so that load from other
 processes hits all of them alike; the median of each is reported.
 """
 
+import os
+import platform
 import time
 
 import numpy as np
 
-__all__ = ["interleaved_medians"]
+__all__ = ["interleaved_medians", "machine_info"]
+
+
+def machine_info():
+    """What the numbers were measured on: CPU, core count, TensorFlow, 1-min load average."""
+    import tensorflow as tf
+
+    return {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "tensorflow": tf.__version__, "load_average_1min": os.getloadavg()[0]}
 
 
 def interleaved_medians(fns, repeats, warmup=0):

@@ -14,8 +14,6 @@ per site), and writes a JSON. Usage: python benchmarks/adaptive_dropout_pruning_
 
 import argparse
 import json
-import os
-import platform
 
 import numpy as np
 
@@ -24,7 +22,7 @@ from keras_efficient.layers import AdaptiveDropout
 from keras_efficient.models import ConformerEncoder
 from keras_efficient.pruning import count_parameters, prune
 
-from _timing import interleaved_medians  # beside this script
+from _timing import interleaved_medians, machine_info  # beside this script
 
 
 def _latencies(models, x, repeats):
@@ -148,8 +146,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    results = {"machine": platform.machine(), "cpus": os.cpu_count(),
-               "tensorflow": tf.__version__, "conformer": [], "mlp": []}
+    results = dict(machine_info(), conformer=[], mlp=[])
     results["conformer"] = _conformer_rows((0.25, 0.5, 0.75), rng, args.repeats)
     for fraction in (0.25, 0.5, 0.75):
         results["mlp"].append(_mlp_row(fraction, rng, args.repeats))

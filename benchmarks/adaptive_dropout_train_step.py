@@ -13,8 +13,6 @@ Usage: python benchmarks/adaptive_dropout_train_step.py [--out FILE] [--repeats 
 
 import argparse
 import json
-import os
-import platform
 
 import numpy as np
 
@@ -22,7 +20,7 @@ from keras_efficient.backend import keras, tf
 from keras_efficient.layers import AdaptiveDropout, ConformerBlock
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 
-from _timing import interleaved_medians  # beside this script
+from _timing import interleaved_medians, machine_info  # beside this script
 
 
 class _DropoutFFN(ConformerFeedForward):
@@ -79,8 +77,7 @@ def main():
     parser.add_argument("--repeats", type=int, default=30)
     args = parser.parse_args()
     rng = np.random.default_rng(0)
-    results = {"machine": platform.machine(), "cpus": os.cpu_count(),
-               "tensorflow": tf.__version__}
+    results = machine_info()
 
     x = rng.standard_normal((256, 512)).astype(np.float32)
     y = rng.standard_normal((256, 64)).astype(np.float32)

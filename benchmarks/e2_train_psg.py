@@ -13,7 +13,6 @@ Usage: python benchmarks/e2_train_psg.py [--out FILE] [--repeats N]
 
 import argparse
 import json
-import platform
 
 import numpy as np
 
@@ -22,7 +21,7 @@ from keras_efficient.callbacks import ComputeMeter
 from keras_efficient.models import cifar_resnet
 from keras_efficient.training import convert_to_psg
 
-from _timing import interleaved_medians  # beside this script
+from _timing import interleaved_medians, machine_info  # beside this script
 
 BATCH = 64
 
@@ -62,7 +61,7 @@ def main():
         args.repeats, warmup=3)
     energy = {k: _energy_of_one_step(m, x, y) for k, m in models.items()}
     results = {
-        "machine": platform.processor() or platform.machine(), "batch": BATCH,
+        "machine": machine_info(), "batch": BATCH,
         "median_step_s": median, "time_ratio_psg_over_sgd": median["psg"] / median["sgd_float32"],
         "energy_estimate_pj_per_step": {k: e["energy_pj"] for k, e in energy.items()},
         "energy_saving_estimate":

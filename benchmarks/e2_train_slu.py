@@ -29,14 +29,13 @@ Usage: python benchmarks/e2_train_slu.py [--batches 64,128] [--out FILE] [--repe
 import argparse
 import json
 import os
-import platform
 
 import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers import GatedResidualBlock, RecurrentGate, ResidualBlock
 
-from _timing import interleaved_medians  # beside this script
+from _timing import interleaved_medians, machine_info  # beside this script
 
 BLOCKS = 6
 CHANNELS = 16
@@ -138,8 +137,7 @@ def main():
     parser.add_argument("--warmup", type=int, default=10)
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    results = {"machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-               "onednn": _onednn_enabled(), "blocks": BLOCKS, "channels": CHANNELS,
+    results = {"machine": machine_info(), "onednn": _onednn_enabled(), "blocks": BLOCKS, "channels": CHANNELS,
                "repeats": args.repeats, "warmup": args.warmup, "batch": {}}
     for batch in (int(b) for b in args.batches.split(",")):
         results["batch"][str(batch)] = measure(batch, args.repeats, args.warmup)

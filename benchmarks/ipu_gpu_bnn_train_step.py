@@ -23,7 +23,6 @@ Run: python benchmarks/ipu_gpu_bnn_train_step.py [--batch-sizes 2,4,8,14]
 import argparse
 import json
 import os
-import platform
 from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -36,7 +35,7 @@ from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense  # noqa:
 from keras_efficient.losses import NegativeLogLikelihood  # noqa: E402
 from keras_efficient.models import galaxy_estimator  # noqa: E402
 
-from _timing import interleaved_medians  # noqa: E402  (beside this script)
+from _timing import interleaved_medians, machine_info  # noqa: E402  (beside this script)
 
 
 class _TFPReference:
@@ -122,8 +121,7 @@ def main():
             + "  [load {:.1f}-{:.1f}]".format(*row["load_average_1min"]), flush=True)
         keras.backend.clear_session()
     out = {"benchmark": "bnn_train_step", "repeats": args.repeats, "results": results,
-           "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                       "tensorflow": tf.__version__}}
+           "machine": machine_info()}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     print("written", args.out)

@@ -11,14 +11,13 @@ Run: python benchmarks/ipu_gpu_mirrored.py [--batch-size 16] [--out FILE]
 import argparse
 import json
 import os
-import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 
-from keras_efficient.backend import keras, tf  # noqa: E402
+from keras_efficient.backend import keras  # noqa: E402
 from keras_efficient.testing import configure_logical_cpus  # noqa: E402
 
 configure_logical_cpus(2)
@@ -26,6 +25,8 @@ configure_logical_cpus(2)
 from keras_efficient.distribute import get_strategy, static_batches  # noqa: E402
 from keras_efficient.losses import NegativeLogLikelihood  # noqa: E402
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator  # noqa: E402
+
+from _timing import machine_info  # noqa: E402  (beside this script)
 
 
 def _time(strategy, bayesian, ds, n, steps, rounds):
@@ -64,8 +65,7 @@ def main():
         print("{:13s} batch {}: 1 device {:.4f} s/step, MirroredStrategy 2 logical CPUs "
               "{:.4f} s/step, ratio {:.2f}x".format(name, args.batch_size, one, two, two / one))
     out = {"benchmark": "mirrored_two_logical_cpus", "batch_size": args.batch_size,
-           "results": results, "machine": {"platform": platform.platform(),
-                                           "cpus": os.cpu_count(), "tensorflow": tf.__version__}}
+           "results": results, "machine": machine_info()}
     with open(args.out, "w") as f:
         json.dump(out, f, indent=2)
     print("written", args.out)

@@ -17,13 +17,14 @@ Writes a JSON next to this file unless --out is given.
 import argparse
 import json
 import os
-import platform
 import time
 
 import numpy as np
 import tensorflow as tf
 
 from keras_efficient.layers import GaussianMixtureClassifier
+
+from _timing import machine_info  # beside this script
 
 JIT = False  # set from --jit: XLA-compile both classifiers
 
@@ -94,9 +95,7 @@ def main():
     results = {
         "config": {"classes": c, "components": k, "gmc_dim": d, "knn_train": n,
                    "knn_dim": d_knn, "knn_k": 100, "repeats": repeats, "jit": JIT,
-                   "machine": "{} CPU cores, {}".format(os.cpu_count(), platform.processor()
-                                                        or platform.machine()),
-                   "tensorflow": tf.__version__},
+                   "machine": machine_info()},
         "gmc_diag": gmc_case("diag", c, k, d, repeats, batches),
         "gmc_full": gmc_case("full", c, k, d, repeats, batches),
         "knn": knn_case(n, d_knn, 100, c, repeats, batches),
