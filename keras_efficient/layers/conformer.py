@@ -6,6 +6,7 @@ from keras_efficient.layers.conformer_common import (
     AdaptiveSettings,
     build_sublayer,
     check_sequence_input,
+    check_time_mask,
 )
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
@@ -42,6 +43,13 @@ class ConformerBlock(keras.layers.Layer):
     Call arguments:
       inputs: [batch, time, model_dim] float tensor.
       training: Python bool.
+      mask: optional boolean [batch, time] time mask (True = a real frame), as
+        set by Keras masking (e.g. `keras.layers.Masking`) or passed directly.
+        Padded frames are excluded from the attention softmax and the LConv
+        BatchNorm statistics and enter the depthwise convolution as zeros, so
+        the outputs at real frames equal those of the unpadded sequence
+        (inference; in training up to the random masks). The mask is passed on
+        to the next layer.
 
     Input shape:
       `[batch, time, model_dim]`.
@@ -77,6 +85,7 @@ class ConformerBlock(keras.layers.Layer):
         self.ffn2 = ConformerFeedForward(model_dim, ffn_dim, dropout_rate, seed=seed_at(3),
                                          name="ffn2", **common)
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.supports_masking = True
 
     @property
     def adaptive(self):
@@ -102,12 +111,13 @@ class ConformerBlock(keras.layers.Layer):
             build_sublayer(module, input_shape)
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = tf.debugging.assert_all_finite(
             inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
+        mask = check_time_mask(self.name, mask, x)
         x = x + 0.5 * self.ffn1(x, training=training)
-        x = x + self.attention(x, training=training)
-        x = x + self.conv(x, training=training)
+        x = x + self.attention(x, training=training, mask=mask)
+        x = x + self.conv(x, training=training, mask=mask)
         x = x + 0.5 * self.ffn2(x, training=training)
         return self.final_norm(x)
 

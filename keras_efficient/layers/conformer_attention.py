@@ -12,6 +12,15 @@ from keras_efficient.utils.validation import check_int
 
 __all__ = ["ConformerSelfAttention"]
 
+# Added to the scores of padded keys. Finite, so a row of padded keys gives a
+# uniform softmax instead of NaN; far below any float32 score of real frames.
+_MASKED_SCORE = -1e9
+
+
+def key_mask_bias(mask):
+    """[batch, time] float32: 0 at real frames, -1e9 at padded ones (mask False)."""
+    return (1.0 - tf.cast(mask, tf.float32)) * _MASKED_SCORE
+
 
 @register_serializable
 class ConformerSelfAttention(ConformerModule):
@@ -30,6 +39,12 @@ class ConformerSelfAttention(ConformerModule):
     (no relative) positions: the module has no positional encoding, the
     convolution module supplies the order information.
 
+    Time mask (the paper's "optionally time-masked softmax"): with a Keras mask
+    `[batch, time]` (True = a real frame), padded frames are removed from every
+    softmax as keys, so the outputs at real frames do not depend on the padding;
+    outputs at padded frames are computed but meaningless. A sequence with no
+    real frame attends uniformly to all of them.
+
     Args:
       model_dim: input and output width D.
       num_heads: H; head_dim = model_dim // num_heads.
@@ -40,6 +55,7 @@ class ConformerSelfAttention(ConformerModule):
     Call arguments:
       inputs: [batch, time, model_dim].
       training: Python bool.
+      mask: optional boolean [batch, time] time mask (passed by Keras masking).
 
     Input shape:
       `[batch, time, model_dim]`.
@@ -70,6 +86,7 @@ class ConformerSelfAttention(ConformerModule):
         self.query_dropout = self._settings.make("adl_query", unit_axes=(-2, -1), seed_offset=1)
         self.value_dropout = self._settings.make("adl_value", unit_axes=(-2, -1), seed_offset=2)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.supports_masking = True
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -84,7 +101,7 @@ class ConformerSelfAttention(ConformerModule):
         build_sublayer(self.output_dense, heads)
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = self.norm(inputs)
         q, k, v = self.query(x), self.key(x), self.value(x)
         if self.query_dropout is not None:
@@ -92,6 +109,8 @@ class ConformerSelfAttention(ConformerModule):
             v = self.value_dropout(v, training=training)
         scores = tf.einsum("bthk,bshk->bhts", q, k)
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_dim))
+        if mask is not None:
+            scores += key_mask_bias(mask)[:, None, None, :]
         weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
         context = tf.einsum("bhts,bshk->bthk", weights, v)
         return self.dropout(self.output_dense(context), training=training)

@@ -86,3 +86,21 @@ def check_sequence_input(layer_name, input_shape, model_dim):
     if input_shape[-1] != model_dim:
         raise ValueError("Input 0 of layer `{}` must have {} channels (model_dim). Received: "
                          "input_shape={}".format(layer_name, model_dim, input_shape))
+
+
+def check_time_mask(layer_name, mask, inputs):
+    """None, or `mask` as a boolean [batch, time] tensor matching `inputs`' first two dims."""
+    if mask is None:
+        return None
+    mask = tf.convert_to_tensor(mask)
+    if mask.shape.rank is not None and mask.shape.rank != 2:
+        raise ValueError("The time mask of layer `{}` must have shape [batch, time]. Received: "
+                         "mask.shape={}".format(layer_name, mask.shape))
+    if mask.dtype != tf.bool:
+        raise TypeError("The time mask of layer `{}` must be boolean. Received: mask.dtype={}"
+                        .format(layer_name, mask.dtype.name))
+    if mask.shape.rank is not None and not mask.shape.is_compatible_with(inputs.shape[:2]):
+        static = inputs.shape[:2]
+        raise ValueError("The time mask of layer `{}` must have shape {} (the input's [batch, "
+                         "time]). Received: mask.shape={}".format(layer_name, static, mask.shape))
+    return mask

@@ -28,6 +28,11 @@ class ConformerConvolution(ConformerModule):
     contributes the constant swish(BatchNorm(0))_d * W_O[d], which pruning folds
     into b_O.
 
+    Time mask: with a Keras mask `[batch, time]` (True = a real frame), z is set
+    to 0 at padded frames before the depthwise convolution (so real frames see
+    the same zero padding as an unpadded sequence), and in training the
+    BatchNorm statistics are taken over real frames only.
+
     Args:
       model_dim: input and output width D.
       kernel_size: depthwise kernel length (odd; "same" padding).
@@ -39,6 +44,7 @@ class ConformerConvolution(ConformerModule):
     Call arguments:
       inputs: [batch, time, model_dim].
       training: Python bool.
+      mask: optional boolean [batch, time] time mask (passed by Keras masking).
 
     Input shape:
       `[batch, time, model_dim]`.
@@ -66,6 +72,7 @@ class ConformerConvolution(ConformerModule):
         self.batch_norm = keras.layers.BatchNormalization(epsilon=1e-3, name="batch_norm")
         self.pointwise_out = keras.layers.Dense(self.model_dim, name="pointwise_out")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.supports_masking = True
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -80,14 +87,16 @@ class ConformerConvolution(ConformerModule):
         build_sublayer(self.pointwise_out, inner)
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         h = self.pointwise_in(self.norm(inputs))
         a, g = tf.split(h, 2, axis=-1)
         z = a * tf.sigmoid(g)
         if self.adaptive_dropout is not None:
             z = self.adaptive_dropout(z, training=training)
+        if mask is not None:
+            z *= tf.cast(mask, z.dtype)[..., None]
         z = self.depthwise(z)
-        z = tf.nn.silu(self.batch_norm(z, training=training))
+        z = tf.nn.silu(self.batch_norm(z, training=training, mask=mask))
         return self.dropout(self.pointwise_out(z), training=training)
 
     def compute_output_shape(self, input_shape):

@@ -49,6 +49,7 @@ class ConformerFeedForward(ConformerModule):
         self.adaptive_dropout = self._settings.make("adl_hidden")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
         self.dense2 = keras.layers.Dense(self.model_dim, name="dense2")
+        self.supports_masking = True  # position-wise: a time mask passes through
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)

@@ -4,7 +4,12 @@ constant module, and the pruned Conformer block built from them."""
 import math
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_common import build_sublayer, check_sequence_input
+from keras_efficient.layers.conformer_attention import key_mask_bias
+from keras_efficient.layers.conformer_common import (
+    build_sublayer,
+    check_sequence_input,
+    check_time_mask,
+)
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
@@ -75,7 +80,9 @@ class PrunedSelfAttention(keras.layers.Layer):
     v_h = 0 contribute nothing and must have q_h = 0. Cost: the heads' score and
     context products run as one small matmul per head (a static Python loop)
     instead of one batched einsum; parameters and FLOPs are exactly those of the
-    surviving units.
+    surviving units. A time mask removes padded frames from the softmax (and from
+    the time average of a head without query units), as in
+    `ConformerSelfAttention`.
 
     Args:
       model_dim: D.
@@ -85,7 +92,8 @@ class PrunedSelfAttention(keras.layers.Layer):
       dropout_rate: dropout on the output.
 
     Call arguments:
-      inputs: [batch, time, model_dim]; training: Python bool.
+      inputs: [batch, time, model_dim]; training: Python bool; mask: optional
+        boolean [batch, time] time mask.
 
     Input shape:
       `[batch, time, model_dim]`.
@@ -111,6 +119,7 @@ class PrunedSelfAttention(keras.layers.Layer):
                                         high_inclusive=False)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.supports_masking = True
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -128,8 +137,9 @@ class PrunedSelfAttention(keras.layers.Layer):
         self.output_bias = self.add_weight(name="output_bias", shape=(d,), initializer="zeros")
         super().build(input_shape)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = self.norm(inputs)
+        bias = None if mask is None else key_mask_bias(mask)
         v = tf.matmul(x, self.value_kernel) + self.value_bias
         values = tf.split(v, self.value_units, axis=-1)
         if sum(self.query_units):
@@ -144,10 +154,17 @@ class PrunedSelfAttention(keras.layers.Layer):
                 continue
             if nq:
                 scores = tf.cast(tf.matmul(queries[h], keys[h], transpose_b=True), tf.float32)
-                weights = tf.cast(tf.nn.softmax(scores * scale, axis=-1), values[h].dtype)
+                scores = scores * scale
+                if bias is not None:
+                    scores += bias[:, None, :]
+                weights = tf.cast(tf.nn.softmax(scores, axis=-1), values[h].dtype)
                 contexts.append(tf.matmul(weights, values[h]))
             else:
-                mean = tf.reduce_mean(values[h], axis=1, keepdims=True)
+                if bias is None:
+                    mean = tf.reduce_mean(values[h], axis=1, keepdims=True)
+                else:  # the softmax of all-equal scores over the real frames
+                    weights = tf.cast(tf.nn.softmax(bias, axis=-1), values[h].dtype)
+                    mean = tf.einsum("bs,bsk->bk", weights, values[h])[:, None, :]
                 contexts.append(tf.broadcast_to(mean, tf.shape(values[h])))
         context = contexts[0] if len(contexts) == 1 else tf.concat(contexts, axis=-1)
         out = tf.matmul(context, self.output_kernel) + self.output_bias
@@ -181,7 +198,8 @@ class PrunedConformerBlock(keras.layers.Layer):
       query_units, value_units: per-head surviving units.
 
     Call arguments:
-      inputs: [batch, time, model_dim]; training: Python bool.
+      inputs: [batch, time, model_dim]; training: Python bool; mask: optional
+        boolean [batch, time] time mask (see `ConformerBlock`).
 
     Input shape:
       `[batch, time, model_dim]`.
@@ -219,6 +237,7 @@ class PrunedConformerBlock(keras.layers.Layer):
         self.ffn2 = (ConformerFeedForward(d, self.ffn2_units, rate, adaptive=False, name="ffn2")
                      if self.ffn2_units else ConstantOutput(d, name="ffn2"))
         self.final_norm = keras.layers.LayerNormalization(epsilon=1e-5, name="final_norm")
+        self.supports_masking = True
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -227,17 +246,20 @@ class PrunedConformerBlock(keras.layers.Layer):
             build_sublayer(module, input_shape)
         super().build(input_shape)
 
-    def _module(self, module, x, training):
+    def _module(self, module, x, training, mask=None):
         if isinstance(module, ConstantOutput):
             return module(x)
-        return module(x, training=training)
+        if mask is None:
+            return module(x, training=training)
+        return module(x, training=training, mask=mask)
 
-    def call(self, inputs, training=None):
+    def call(self, inputs, training=None, mask=None):
         x = tf.debugging.assert_all_finite(
             inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
+        mask = check_time_mask(self.name, mask, x)
         x = x + 0.5 * self._module(self.ffn1, x, training)
-        x = x + self._module(self.attention, x, training)
-        x = x + self._module(self.conv, x, training)
+        x = x + self._module(self.attention, x, training, mask)
+        x = x + self._module(self.conv, x, training, mask)
         x = x + 0.5 * self._module(self.ffn2, x, training)
         return self.final_norm(x)
 
