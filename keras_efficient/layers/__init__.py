@@ -17,12 +17,15 @@ from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
 from keras_efficient.layers.residual_block import ResidualBlock
 from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.layers.random_projection import RandomProjection
+from keras_efficient.layers.padded_frames import CTCBlankPadding, SubsampledTimeMask
 from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 
 __all__ = [
     "BottleneckDecoder",
     "VariationalHead",
     "RandomProjection",
+    "CTCBlankPadding",
+    "SubsampledTimeMask",
     "AdaptiveDropout",
     "ConformerBlock",
     "ConformerConvolution",

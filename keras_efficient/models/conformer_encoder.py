@@ -11,7 +11,13 @@ import numpy as np
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.conformer import ConformerBlock
-from keras_efficient.utils.validation import check_float, check_int, invalid_argument
+from keras_efficient.layers.padded_frames import CTCBlankPadding, SubsampledTimeMask
+from keras_efficient.utils.validation import (
+    check_bool,
+    check_float,
+    check_int,
+    invalid_argument,
+)
 
 __all__ = ["ConformerEncoder", "CTCLoss", "ctc_greedy_decode", "token_error_rate"]
 
@@ -19,7 +25,8 @@ __all__ = ["ConformerEncoder", "CTCLoss", "ctc_greedy_decode", "token_error_rate
 def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_heads=4,
                      ffn_dim=256, kernel_size=15, dropout_rate=0.1, subsampling_filters=None,
                      adaptive=True, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
-                     inference="hard", seed=None, name="conformer_encoder"):
+                     inference="hard", seed=None, variable_length=False,
+                     name="conformer_encoder"):
     """Builds a Conformer encoder with a CTC output layer as a functional model.
 
     Front end (4x time subsampling): two 3x3 Conv2D with stride 2 and ReLU over
@@ -36,6 +43,16 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
       subsampling_filters: channels of the subsampling convolutions (default model_dim).
       adaptive, schedule, alpha, gamma, threshold, inference, seed: the
         AdaptiveDropout sites of every block (see `ConformerBlock`).
+      variable_length: utterances shorter than `frames` are padded with all-zero
+        frames at the end. `SubsampledTimeMask` layers derive each utterance's
+        length (last non-zero frame), subsample it like the front end (ceil(L/2)
+        after each convolution), zero the padded frames between the two
+        convolutions and mask the blocks (see `ConformerBlock`); `CTCBlankPadding` makes the
+        padded output frames certain blanks, so `CTCLoss` over all frames equals
+        the CTC loss over the real ones and greedy decoding ignores the padding.
+        The outputs at real frames equal those of the unpadded utterance when L
+        is a multiple of 4; otherwise "same" padding aligns the strided windows
+        of the shorter input differently and the last frames differ slightly.
       name: model name.
 
     Returns:
@@ -52,14 +69,19 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
     dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
                                high_inclusive=False)
     filters = check_int("subsampling_filters", subsampling_filters or model_dim, low=1)
+    variable_length = check_bool("variable_length", variable_length)
     inputs = keras.Input((frames, features), name="features")
     x = keras.layers.Reshape((frames, features, 1), name="subsample_expand")(inputs)
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                             name="subsample_conv1")(x)
+    if variable_length:
+        x = SubsampledTimeMask((2,), name="subsample_time_mask")([x, inputs])
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                             name="subsample_conv2")(x)
     x = keras.layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]), name="subsample_flatten")(x)
     x = keras.layers.Dense(model_dim, name="subsample_proj")(x)
+    if variable_length:
+        x = SubsampledTimeMask((2, 2), name="time_mask")([x, inputs])
     x = keras.layers.Dropout(dropout_rate, name="subsample_dropout")(x)
     for i in range(num_blocks):
         x = ConformerBlock(model_dim, num_heads, ffn_dim, kernel_size, dropout_rate,
@@ -68,6 +90,8 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
                            seed=None if seed is None else seed + 100 * i,
                            name="conformer_block_{}".format(i))(x)
     logits = keras.layers.Dense(vocab_size + 1, name="ctc_logits", dtype="float32")(x)
+    if variable_length:
+        logits = CTCBlankPadding(name="ctc_blank_padding", dtype="float32")(logits)
     return keras.Model(inputs, logits, name=name)
 
 
@@ -77,8 +101,10 @@ class CTCLoss(keras.losses.Loss):
 
     y_true: int labels [batch, max_label_length], 0-padded (the label length is
     the number of non-zero entries; tokens must not be 0). y_pred: logits
-    [batch, frames, vocab + 1]; every frame is valid. Computed in float32 with
-    `tf.nn.ctc_loss`; per example, averaged by the reduction.
+    [batch, frames, vocab + 1]; every frame is used (padded frames of a
+    `variable_length` encoder are certain blanks, which leaves the loss exact).
+    Computed in float32 with `tf.nn.ctc_loss`; per example, averaged by the
+    reduction.
     """
 
     def __init__(self, reduction="sum_over_batch_size", name="ctc_loss"):
