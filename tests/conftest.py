@@ -63,3 +63,26 @@ def mirrored_strategy():
     if len(tf.config.list_logical_devices("CPU")) < 2:
         pytest.skip("two logical CPU devices are not available in this process")
     return mirrored_cpu_strategy()
+
+
+def _ctc_brute_force(logits, label):
+    """-log sum over all frame paths that collapse to `label` (blank 0); exhaustive."""
+    import itertools
+
+    import numpy as np
+    from scipy.special import log_softmax, logsumexp
+
+    logp = log_softmax(np.asarray(logits, np.float64), axis=-1)
+    t, v = logp.shape
+    terms = []
+    for path in itertools.product(range(v), repeat=t):
+        collapsed = [p for i, p in enumerate(path) if p != 0 and (i == 0 or p != path[i - 1])]
+        if collapsed == list(label):
+            terms.append(sum(logp[i, p] for i, p in enumerate(path)))
+    return -logsumexp(terms)
+
+
+@pytest.fixture
+def ctc_brute_force():
+    """An independent CTC reference: the exhaustive path sum (small T and V only)."""
+    return _ctc_brute_force
