@@ -18,6 +18,7 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers import AdaptiveDropout, ConformerBlock
+from keras_efficient.layers.conformer_attention import key_mask_bias
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 
 from _timing import interleaved_medians, machine_info  # beside this script
@@ -39,12 +40,14 @@ def _dropout_sites_block(model_dim, num_heads, ffn_dim, kernel_size, rate):
     att = block.attention
     att._q_site, att._v_site = keras.layers.Dropout(rate), keras.layers.Dropout(rate)
 
-    def att_call(inputs, training=None):
+    def att_call(inputs, training=None, mask=None):
         x = att.norm(inputs)
         q = att._q_site(att.query(x), training=training)
         k = att.key(x)
         v = att._v_site(att.value(x), training=training)
         scores = tf.einsum("bthk,bshk->bhts", q, k) * (1.0 / np.sqrt(att.head_dim))
+        if mask is not None:
+            scores += key_mask_bias(mask)[:, None, None, :]
         weights = tf.nn.softmax(scores, axis=-1)
         return att.dropout(att.output_dense(tf.einsum("bhts,bshk->bthk", weights, v)),
                            training=training)
@@ -52,11 +55,13 @@ def _dropout_sites_block(model_dim, num_heads, ffn_dim, kernel_size, rate):
     conv = block.conv
     conv._site = keras.layers.Dropout(rate)
 
-    def conv_call(inputs, training=None):
+    def conv_call(inputs, training=None, mask=None):
         h = conv.pointwise_in(conv.norm(inputs))
         a, g = tf.split(h, 2, axis=-1)
         z = conv._site(a * tf.sigmoid(g), training=training)
-        z = tf.nn.silu(conv.batch_norm(conv.depthwise(z), training=training))
+        if mask is not None:
+            z *= tf.cast(mask, z.dtype)[..., None]
+        z = tf.nn.silu(conv.batch_norm(conv.depthwise(z), training=training, mask=mask))
         return conv.dropout(conv.pointwise_out(z), training=training)
     conv.call = conv_call
     return block

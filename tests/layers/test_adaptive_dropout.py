@@ -192,6 +192,38 @@ def test_gradient_matches_logistic_integral_including_dropped_units():
     assert float(tape.gradient(obj, lone.retention_raw)[0]) > 0.0
 
 
+@pytest.mark.parametrize("shape, kwargs, independent", [
+    ((20000, 5, 2), dict(unit_axes=(1,)), 2),            # unit axis not trailing
+    ((20000, 2, 5), dict(shared_axes=(1,)), 1),           # one sample shared along axis 1
+    ((10000, 2, 5), dict(unit_axes=(-1,)), 2),            # trailing units, rank 3 (flattened)
+])
+def test_gradient_matches_logistic_integral_for_other_layouts(shape, kwargs, independent):
+    # Same reference as above, for inputs the layer does not view as [positions, units]
+    # (and one it does): the unit gradient is summed over every non-unit axis.
+    alpha, gamma = 1e-4, 1e-2
+    scale = np.sqrt(gamma / alpha)
+    betas = np.array([-2.0, 0.0, 1.5, 4.0, -0.5])
+    xs = np.array([1.0, -2.0, 0.5, 3.0, -1.0], np.float32)
+    unit_axis = kwargs.get("unit_axes", (-1,))[0] % len(shape)
+    x = np.ones(shape, np.float32) * np.expand_dims(xs, [a for a in range(len(shape))
+                                                          if a != unit_axis])
+    layer = AdaptiveDropout(RetentionTargetSchedule(0.0, -1.0, 10 ** 6), alpha=alpha, gamma=gamma,
+                            seed=13, **kwargs)
+    layer(x[:1])
+    _set_logits(layer, betas)
+    positions = x.size // xs.size
+    with tf.GradientTape() as tape:
+        objective = tf.reduce_sum(layer(x, training=True)) / positions
+    grad = tape.gradient(objective, layer.retention_raw).numpy()
+    mean = np.array([_logistic_expectation_of_sigmoid_prime(b) for b in betas])
+    sd = np.sqrt([_logistic_expectation_of_sigmoid_prime(b, power=2) - m ** 2
+                  for b, m in zip(betas, mean)])
+    samples = shape[0] * independent  # independent eps per unit
+    tol = 5.0 * scale * np.abs(xs) * sd / np.sqrt(samples)
+    expected = scale * mean * xs
+    assert np.all(np.abs(grad - expected) <= tol), (grad, expected, tol)
+
+
 @pytest.mark.parametrize("t", [0, 50, 100, 200])
 def test_loss_equals_uncentred_l2_of_eq5(t):
     alpha, gamma = 1e-3, 1e-5
