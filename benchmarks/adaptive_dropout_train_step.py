@@ -18,7 +18,6 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers import AdaptiveDropout, ConformerBlock
-from keras_efficient.layers.conformer_attention import key_mask_bias
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 
 from _timing import interleaved_medians, machine_info  # beside this script
@@ -46,9 +45,8 @@ def _dropout_sites_block(model_dim, num_heads, ffn_dim, kernel_size, rate):
         k = att.key(x)
         v = att._v_site(att.value(x), training=training)
         scores = tf.einsum("bthk,bshk->bhts", q, k) * (1.0 / np.sqrt(att.head_dim))
-        if mask is not None:
-            scores += key_mask_bias(mask)[:, None, None, :]
-        weights = tf.nn.softmax(scores, axis=-1)
+        key_mask = None if mask is None else mask[:, None, None, :]
+        weights = att.softmax(scores, mask=key_mask)
         return att.dropout(att.output_dense(tf.einsum("bhts,bshk->bthk", weights, v)),
                            training=training)
     att.call = att_call

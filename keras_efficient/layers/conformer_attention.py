@@ -12,14 +12,11 @@ from keras_efficient.utils.validation import check_int
 
 __all__ = ["ConformerSelfAttention"]
 
-# Added to the scores of padded keys. Finite, so a row of padded keys gives a
-# uniform softmax instead of NaN; far below any float32 score of real frames.
-_MASKED_SCORE = -1e9
 
-
-def key_mask_bias(mask):
-    """[batch, time] float32: 0 at real frames, -1e9 at padded ones (mask False)."""
-    return (1.0 - tf.cast(mask, tf.float32)) * _MASKED_SCORE
+def masked_softmax():
+    """Keras's Softmax over the key axis, in float32: a mask (True = real key) adds
+    -1e9 to padded keys' scores, so a row of padded keys gives a uniform softmax."""
+    return keras.layers.Softmax(axis=-1, dtype="float32", name="softmax")
 
 
 @register_serializable
@@ -86,6 +83,7 @@ class ConformerSelfAttention(ConformerModule):
         self.query_dropout = self._settings.make("adl_query", unit_axes=(-2, -1), seed_offset=1)
         self.value_dropout = self._settings.make("adl_value", unit_axes=(-2, -1), seed_offset=2)
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.softmax = masked_softmax()
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -109,9 +107,8 @@ class ConformerSelfAttention(ConformerModule):
             v = self.value_dropout(v, training=training)
         scores = tf.einsum("bthk,bshk->bhts", q, k)
         scores = tf.cast(scores, tf.float32) * (1.0 / math.sqrt(self.head_dim))
-        if mask is not None:
-            scores += key_mask_bias(mask)[:, None, None, :]
-        weights = tf.cast(tf.nn.softmax(scores, axis=-1), v.dtype)
+        key_mask = None if mask is None else mask[:, None, None, :]
+        weights = tf.cast(self.softmax(scores, mask=key_mask), v.dtype)
         context = tf.einsum("bhts,bshk->bthk", weights, v)
         return self.dropout(self.output_dense(context), training=training)
 

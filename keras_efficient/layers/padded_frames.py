@@ -54,6 +54,9 @@ class SubsampledTimeMask(keras.layers.Layer):
         self.strides = tuple(check_int("strides[{}]".format(i), s, low=1)
                              for i, s in enumerate(strides))
         self.supports_masking = True
+        # As keras.layers.Masking: `call` attaches the mask it computed, so Keras
+        # does not compute it a second time through `compute_mask`.
+        self._compute_output_and_mask_jointly = True
 
     def build(self, input_shape):
         if not isinstance(input_shape, (list, tuple)) or len(input_shape) != 2:
@@ -70,10 +73,13 @@ class SubsampledTimeMask(keras.layers.Layer):
 
     def call(self, inputs):
         x, features = inputs
-        keep = tf.cast(self._mask(x, features), x.dtype)
+        mask = self._mask(x, features)
+        keep = tf.cast(mask, x.dtype)
         keep = tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones([x.shape.rank - 2], tf.int32)],
                                           axis=0))
-        return x * keep
+        outputs = x * keep
+        outputs._keras_mask = mask
+        return outputs
 
     def compute_mask(self, inputs, mask=None):
         return self._mask(*inputs)

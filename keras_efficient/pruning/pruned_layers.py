@@ -4,7 +4,7 @@ constant module, and the pruned Conformer block built from them."""
 import math
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.conformer_attention import key_mask_bias
+from keras_efficient.layers.conformer_attention import masked_softmax
 from keras_efficient.layers.conformer_common import (
     build_sublayer,
     check_sequence_input,
@@ -119,6 +119,7 @@ class PrunedSelfAttention(keras.layers.Layer):
                                         high_inclusive=False)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.dropout = keras.layers.Dropout(self.dropout_rate, name="dropout")
+        self.softmax = masked_softmax()
         self.supports_masking = True
 
     def build(self, input_shape):
@@ -139,7 +140,7 @@ class PrunedSelfAttention(keras.layers.Layer):
 
     def call(self, inputs, training=None, mask=None):
         x = self.norm(inputs)
-        bias = None if mask is None else key_mask_bias(mask)
+        key_mask = None if mask is None else mask[:, None, :]
         v = tf.matmul(x, self.value_kernel) + self.value_bias
         values = tf.split(v, self.value_units, axis=-1)
         if sum(self.query_units):
@@ -154,17 +155,15 @@ class PrunedSelfAttention(keras.layers.Layer):
                 continue
             if nq:
                 scores = tf.cast(tf.matmul(queries[h], keys[h], transpose_b=True), tf.float32)
-                scores = scores * scale
-                if bias is not None:
-                    scores += bias[:, None, :]
-                weights = tf.cast(tf.nn.softmax(scores, axis=-1), values[h].dtype)
+                weights = tf.cast(self.softmax(scores * scale, mask=key_mask), values[h].dtype)
                 contexts.append(tf.matmul(weights, values[h]))
             else:
-                if bias is None:
+                if key_mask is None:
                     mean = tf.reduce_mean(values[h], axis=1, keepdims=True)
                 else:  # the softmax of all-equal scores over the real frames
-                    weights = tf.cast(tf.nn.softmax(bias, axis=-1), values[h].dtype)
-                    mean = tf.einsum("bs,bsk->bk", weights, values[h])[:, None, :]
+                    zeros = tf.zeros(tf.shape(key_mask))
+                    weights = tf.cast(self.softmax(zeros, mask=key_mask), values[h].dtype)
+                    mean = tf.matmul(weights, values[h])
                 contexts.append(tf.broadcast_to(mean, tf.shape(values[h])))
         context = contexts[0] if len(contexts) == 1 else tf.concat(contexts, axis=-1)
         out = tf.matmul(context, self.output_kernel) + self.output_bias

@@ -132,3 +132,15 @@ def test_bad_masks_are_rejected(mask, error, match):
     x = np.zeros((3, T, D), np.float32)
     with pytest.raises(error, match=match):
         block(x, training=False, mask=tf.constant(mask))
+
+
+def test_mask_under_mixed_precision(mixed_precision):
+    rng = np.random.default_rng(5)
+    block = _block()
+    _set_random_state(block, rng)
+    x, mask = _padded_batch(rng, 50.0)
+    padded = block(x, training=False, mask=tf.constant(mask))
+    assert padded.dtype == tf.float16
+    for i, length in enumerate(LENGTHS):
+        alone = block(x[i:i + 1, :length], training=False).numpy()[0]
+        np.testing.assert_allclose(padded.numpy()[i, :length], alone, rtol=2e-2, atol=2e-2)
