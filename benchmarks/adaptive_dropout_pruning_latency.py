@@ -2,7 +2,9 @@
 
 For keep fractions p in {0.25, 0.5, 0.75} of every ADL site (random units):
 
-1. Conformer encoder: the dense model vs `keras_efficient.pruning.prune(model)`;
+1. Conformer encoder: the dense model vs `keras_efficient.pruning.prune(model)`, with
+   ADL sites in the blocks only (the paper's sites) and with the front end's two
+   subsampling convolutions pruned as well (`adaptive_subsampling=True`);
 2. MLP (Dense 1024 -> ADL -> Dense 1024 -> ADL -> Dense): dense vs `prune`, and vs
    tfmot `prune_low_magnitude` + `strip_pruning` at the same sparsity (weights zeroed,
    shapes unchanged).
@@ -48,7 +50,7 @@ def _adls(model):
             if isinstance(layer, AdaptiveDropout)]
 
 
-def _conformer_rows(fractions, rng, repeats):
+def _conformer_rows(fractions, rng, repeats, adaptive_subsampling=False):
     """Dense vs pruned encoders at every keep fraction, timed in one interleaved run.
 
     The "floor" model keeps one unit per site: its latency is the part of the cost
@@ -60,7 +62,8 @@ def _conformer_rows(fractions, rng, repeats):
     models = {"dense": ConformerEncoder((256, 16), vocab_size=10, adaptive=False, **kwargs)}
     effective = {}
     for fraction in (0.0,) + tuple(fractions):
-        model = ConformerEncoder((256, 16), vocab_size=10, **kwargs)
+        model = ConformerEncoder((256, 16), vocab_size=10,
+                                 adaptive_subsampling=adaptive_subsampling, **kwargs)
         for adl in _adls(model):
             _set_keep(adl, fraction, rng)
         models[fraction] = prune(model)
@@ -148,23 +151,26 @@ def main():
     rng = np.random.default_rng(0)
     results = dict(machine_info(), conformer=[], mlp=[])
     results["conformer"] = _conformer_rows((0.25, 0.5, 0.75), rng, args.repeats)
+    results["conformer_front_end"] = _conformer_rows((0.25, 0.5, 0.75), rng, args.repeats,
+                                                     adaptive_subsampling=True)
     for fraction in (0.25, 0.5, 0.75):
         results["mlp"].append(_mlp_row(fraction, rng, args.repeats))
-    print("model      keep  params  latency  latency/params  tfmot latency/params")
-    for name in ("conformer", "mlp"):
+    print("model                keep  params  latency  latency/params  tfmot latency/params")
+    for name in ("conformer", "conformer_front_end", "mlp"):
         for r in results[name]:
-            print("{:9s}  {:.2f}  {:.3f}   {:.3f}    {:.3f}          {}".format(
+            print("{:19s}  {:.2f}  {:.3f}   {:.3f}    {:.3f}          {}".format(
                 name, r["keep_fraction"], r["parameter_ratio"], r["latency_ratio"],
                 r["latency_over_parameter_ratio"],
                 "{:.3f}".format(r["tfmot_latency_over_parameter_ratio"])
                 if "tfmot_latency_over_parameter_ratio" in r else "-"))
-    print("conformer, prunable part only (floor = one unit kept per site: {:.1f} ms of {:.1f} ms)"
-          .format(results["conformer"][0]["latency_floor_ms"],
-                  results["conformer"][0]["latency_dense_ms"]))
-    for r in results["conformer"]:
-        print("           {:.2f}  {:.3f}   {:.3f}    {:.3f}".format(
-            r["keep_fraction"], r["prunable_parameter_ratio"], r["prunable_latency_ratio"],
-            r["prunable_latency_over_parameter_ratio"]))
+    for name in ("conformer", "conformer_front_end"):
+        print("{}, prunable part only (floor = one unit kept per site: {:.1f} ms of {:.1f} ms)"
+              .format(name, results[name][0]["latency_floor_ms"],
+                      results[name][0]["latency_dense_ms"]))
+        for r in results[name]:
+            print("                     {:.2f}  {:.3f}   {:.3f}    {:.3f}".format(
+                r["keep_fraction"], r["prunable_parameter_ratio"], r["prunable_latency_ratio"],
+                r["prunable_latency_over_parameter_ratio"]))
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print("wrote", args.out)

@@ -7,8 +7,15 @@ Two comparisons, side by side in one run:
    same block with `adaptive=False` plus a keras Dropout at each of the five sites
    (`_DropoutSitesBlock`), so both sample the same number of masks.
 
+The block's size is a preset: `small` (D = 144, 4 heads, FFN 576, kernel 15, the
+Conformer-S width; batch 16 × 64 frames) or `conformer_l` (the ConformerL block of the
+paper's Table 1: D = 512, 8 heads, FFN 2048; kernel 31, since the depthwise convolution
+takes odd sizes and Conformer-L's is 32; batch 8 × 256 frames, about 10 s of speech after
+4× subsampling at 10 ms hops).
+
 Prints the median step time and the ratio ADL / Dropout and writes a JSON.
 Usage: python benchmarks/adaptive_dropout_train_step.py [--out FILE] [--repeats N]
+                                                         [--preset small|conformer_l]
 """
 
 import argparse
@@ -21,6 +28,12 @@ from keras_efficient.layers import AdaptiveDropout, ConformerBlock
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 
 from _timing import interleaved_medians, machine_info  # beside this script
+
+
+PRESETS = {
+    "small": (dict(model_dim=144, num_heads=4, ffn_dim=576, kernel_size=15), (16, 64)),
+    "conformer_l": (dict(model_dim=512, num_heads=8, ffn_dim=2048, kernel_size=31), (8, 256)),
+}
 
 
 class _DropoutFFN(ConformerFeedForward):
@@ -78,6 +91,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="adaptive_dropout_train_step.json")
     parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="small",
+                        help="ConformerBlock size and input shape (see the module docstring)")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     results = machine_info()
@@ -95,15 +110,16 @@ def main():
     results["layer"] = dict(layer_times, ratio=layer_times["adaptive_dropout"] /
                             layer_times["keras_dropout"])
 
-    dims = dict(model_dim=144, num_heads=4, ffn_dim=576, kernel_size=15)
-    xb = rng.standard_normal((16, 64, 144)).astype(np.float32)
+    dims, (batch, frames) = PRESETS[args.preset]
+    results["preset"] = dict(dims, batch=batch, frames=frames)
+    xb = rng.standard_normal((batch, frames, dims["model_dim"])).astype(np.float32)
     fns = {}
     for label, make in (
             ("adaptive_dropout", lambda: ConformerBlock(dropout_rate=0.1, seed=0, **dims)),
             ("keras_dropout", lambda: _dropout_sites_block(rate=0.1, **dims)),
             ("no_site_dropout", lambda: ConformerBlock(dropout_rate=0.1, adaptive=False,
                                                        **dims))):
-        inp = keras.Input((64, 144))
+        inp = keras.Input(xb.shape[1:])
         fns[label] = _step_fn(keras.Model(inp, make()(inp)), xb, xb)
     block_times = interleaved_medians(fns, args.repeats)
     results["conformer_block"] = dict(block_times, ratio=block_times["adaptive_dropout"] /

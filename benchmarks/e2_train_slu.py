@@ -43,22 +43,40 @@ SKIPS = (0.2, 0.4, 0.6)
 
 
 class _Net(keras.Model):
-    def __init__(self, mode, skip=0.0):
+    """`network="stack"`: BLOCKS identity blocks of CHANNELS channels at 32×32.
+    `network="resnet"`: the CIFAR ResNet-(6n+2) of the paper (stages of 16, 32 and 64
+    channels at 32×32, 16×16 and 8×8); the first block of stages 2 and 3 changes shape
+    and always runs (as in `models.gated_resnet`); every other block is gated."""
+
+    def __init__(self, mode, skip=0.0, network="stack", depth=20):
         super().__init__()
         self.mode, self.skip = mode, skip
-        self.stem = keras.layers.Conv2D(CHANNELS, 3, padding="same")
-        blocks = [ResidualBlock(CHANNELS) for _ in range(BLOCKS)]
-        if mode in ("gather", "mask"):
-            blocks = [GatedResidualBlock(b, gate=RecurrentGate() if i == 0 else None, mode=mode)
-                      for i, b in enumerate(blocks)]
-        self.blocks = [] if mode == "identity" else blocks
+        if network == "stack":
+            self.stem = keras.layers.Conv2D(CHANNELS, 3, padding="same")
+            layout = [(CHANNELS, 1)] * BLOCKS
+        else:
+            self.stem = keras.layers.Conv2D(16, 3, padding="same")
+            n = (depth - 2) // 6
+            layout = [(16 * 2 ** s, 2 if s and not i else 1) for s in range(3) for i in range(n)]
+        self.blocks, self.fixed = [], []
+        first, previous = True, layout[0][0]
+        for filters, strides in layout:
+            block = ResidualBlock(filters, strides=strides)
+            fixed, previous = strides != 1 or filters != previous, filters
+            if fixed or mode == "ungated":
+                self.blocks.append((block, False))
+            elif mode in ("gather", "mask"):
+                gate = RecurrentGate() if first else None
+                first = False
+                self.blocks.append((GatedResidualBlock(block, gate=gate, mode=mode), True))
+            # mode == "identity": a gateable block is left out.
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.head = keras.layers.Dense(10)
 
     def call(self, x, training=None):
         x = self.stem(x)
-        for block in self.blocks:
-            if self.mode == "ungated":
+        for block, gated in self.blocks:
+            if not gated:
                 x = block(x, training=training)
             else:
                 # uniform in [0, 1) >= 0 is always true: skip 0 keeps every gate open.
@@ -91,12 +109,13 @@ def _variants():
     return variants
 
 
-def measure(batch, repeats, warmup):
+def measure(batch, repeats, warmup, network="stack", depth=20):
     rng = np.random.default_rng(0)
     x = rng.uniform(size=(batch, 32, 32, 3)).astype(np.float32)
     y = rng.integers(0, 10, size=batch)
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    models = {key: _step_fn(_Net(*spec)) for key, spec in _variants().items()}
+    models = {key: _step_fn(_Net(*spec, network=network, depth=depth))
+              for key, spec in _variants().items()}
     iterators = {key: iter(data) for key in models}
     load_before = os.getloadavg()
     median = interleaved_medians(
@@ -135,12 +154,19 @@ def main():
     parser.add_argument("--out", default="e2_train_slu.json")
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--warmup", type=int, default=10)
+    parser.add_argument("--network", choices=("stack", "resnet"), default="stack",
+                        help="stack: six 16-channel blocks at 32x32 (the gate's worst case); "
+                             "resnet: the full CIFAR ResNet-(6n+2)")
+    parser.add_argument("--depth", type=int, default=20, help="ResNet depth 6n+2 (--network resnet)")
     args = parser.parse_args()
     keras.utils.set_random_seed(0)
-    results = {"machine": machine_info(), "onednn": _onednn_enabled(), "blocks": BLOCKS, "channels": CHANNELS,
+    results = {"machine": machine_info(), "onednn": _onednn_enabled(), "network": args.network,
+               "depth": args.depth if args.network == "resnet" else None,
+               "blocks": BLOCKS, "channels": CHANNELS,
                "repeats": args.repeats, "warmup": args.warmup, "batch": {}}
     for batch in (int(b) for b in args.batches.split(",")):
-        results["batch"][str(batch)] = measure(batch, args.repeats, args.warmup)
+        results["batch"][str(batch)] = measure(batch, args.repeats, args.warmup,
+                                                 args.network, args.depth)
     with open(args.out, "w") as f:
         json.dump(results, f, indent=2)
     print("wrote", args.out)

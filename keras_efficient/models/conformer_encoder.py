@@ -10,6 +10,7 @@ padding value (as in `keras_efficient.data.make_ctc_sequences`).
 import numpy as np
 
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
 from keras_efficient.layers.conformer import ConformerBlock
 from keras_efficient.layers.padded_frames import CTCBlankPadding, SubsampledTimeMask
 from keras_efficient.utils.validation import (
@@ -26,7 +27,7 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
                      ffn_dim=256, kernel_size=15, dropout_rate=0.1, subsampling_filters=None,
                      adaptive=True, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
                      inference="hard", seed=None, variable_length=False,
-                     name="conformer_encoder"):
+                     adaptive_subsampling=False, name="conformer_encoder"):
     """Builds a Conformer encoder with a CTC output layer as a functional model.
 
     Front end (4x time subsampling): two 3x3 Conv2D with stride 2 and ReLU over
@@ -53,6 +54,15 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
         The outputs at real frames equal those of the unpadded utterance when L
         is a multiple of 4; otherwise "same" padding aligns the strided windows
         of the shorter input differently and the last frames differ slightly.
+      adaptive_subsampling: also put an `AdaptiveDropout` on the output channels of
+        each subsampling convolution (`subsample_adl1`, `subsample_adl2`; one unit
+        per channel, a fresh mask per time-frequency position), so that `prune`
+        removes front-end channels too: conv1 filters with the matching conv2
+        input channels, conv2 filters with the matching `subsample_proj` rows. Not
+        in the paper, whose sites are all inside the blocks; the front end is
+        about 10% of the parameters but a quarter or more of the encoder's FLOPs
+        (two 3×3 convolutions over the spectrogram), so without it pruning cannot
+        shrink latency in proportion to parameters. Uses the blocks' ADL arguments.
       name: model name.
 
     Returns:
@@ -70,14 +80,26 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
                                high_inclusive=False)
     filters = check_int("subsampling_filters", subsampling_filters or model_dim, low=1)
     variable_length = check_bool("variable_length", variable_length)
+    adaptive_subsampling = check_bool("adaptive_subsampling", adaptive_subsampling)
+
+    def front_end_site(x, index):
+        if not adaptive_subsampling:
+            return x
+        return AdaptiveDropout(schedule=schedule, alpha=alpha, gamma=gamma, threshold=threshold,
+                               inference=inference,
+                               seed=None if seed is None else seed + 100 * num_blocks + index,
+                               name="subsample_adl{}".format(index))(x)
+
     inputs = keras.Input((frames, features), name="features")
     x = keras.layers.Reshape((frames, features, 1), name="subsample_expand")(inputs)
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                             name="subsample_conv1")(x)
+    x = front_end_site(x, 1)
     if variable_length:
         x = SubsampledTimeMask((2,), name="subsample_time_mask")([x, inputs])
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                             name="subsample_conv2")(x)
+    x = front_end_site(x, 2)
     x = keras.layers.Reshape((x.shape[1], x.shape[2] * x.shape[3]), name="subsample_flatten")(x)
     x = keras.layers.Dense(model_dim, name="subsample_proj")(x)
     if variable_length:

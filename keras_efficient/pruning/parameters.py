@@ -4,9 +4,9 @@ import numpy as np
 
 from keras_efficient.pruning.plan import (
     adaptive_dropout_weights,
-    dense_pruned_parameters,
-    dense_roles,
     model_plans,
+    pruned_parameters,
+    site_roles,
 )
 
 __all__ = ["count_parameters"]
@@ -44,8 +44,8 @@ def count_parameters(model):
     for block, plan in blocks.items():
         block_total = _size([w for w in block.weights if id(w) not in adl_ids])
         removed += block_total - plan.pruned_parameters()
-    for layer, (rows, cols) in dense_roles(sites).items():
-        removed += layer.count_params() - dense_pruned_parameters(layer, rows, cols)
+    for layer, (rows, cols, _) in site_roles(sites).items():
+        removed += layer.count_params() - pruned_parameters(layer, rows, cols)
     for inner in nested:
         removed += count_parameters(inner)["removed"]
     effective = total - removed

@@ -50,42 +50,76 @@ class BlockPlan:
         return ffn(len(self.ffn1)) + ffn(len(self.ffn2)) + attention + conv(len(self.conv)) + 2 * d
 
 
-class DenseSitePlan:
-    """An AdaptiveDropout between two Dense layers: Dense -> [Dropout/Activation]* -> ADL ->
-    [Dropout]* -> Dense."""
+class SitePlan:
+    """An AdaptiveDropout between two layers whose last axis holds its units:
+    producer (Dense or Conv2D) -> [Dropout/Activation]* -> ADL -> [Dropout or a
+    time mask]* -> [Reshape that flattens the last two axes] -> consumer (Dense or
+    Conv2D).
 
-    def __init__(self, adl, dense_in, dense_out, between):
-        self.adl, self.dense_in, self.dense_out, self.between = adl, dense_in, dense_out, between
+    Attributes: `keep` (surviving unit indices); `rows` (the consumer's kept input
+    rows: `keep`, or for a flattening Reshape the rows f·C + c of every kept c);
+    `dead` (True when no unit survives but the site keeps one zero channel, see
+    below); `flatten` (the Reshape or None).
+
+    Between two Dense layers a site without survivors removes the producer and
+    turns the consumer into a `ConstantOutput`. Where a Conv2D or a flattening
+    Reshape is involved that has no exact constant form, so the site keeps its
+    first unit and the consumer's weights for it are zero: the output is still
+    exact, at the cost of one unit's parameters (counted in `count_parameters`).
+    """
+
+    def __init__(self, adl, producer, consumer, between, flatten=None):
+        self.adl, self.producer, self.consumer = adl, producer, consumer
+        self.between, self.flatten = between, flatten
         self.keep = np.flatnonzero(np.asarray(adl.keep_mask.numpy()))
+        dense_pair = (isinstance(producer, keras.layers.Dense)
+                      and isinstance(consumer, keras.layers.Dense) and flatten is None)
+        self.dead = not len(self.keep) and not dense_pair
+        if self.dead:
+            self.keep = np.zeros((1,), np.int64)
+        self.rows = self.keep
+        if flatten is not None:
+            channels = int(flatten.input_shape[-1])
+            positions = int(flatten.input_shape[-2])
+            self.rows = (np.arange(positions)[:, None] * channels + self.keep[None, :]).ravel()
+
+    def flatten_shape(self):
+        """The new Reshape target shape after pruning (flatten sites only)."""
+        shape = list(self.flatten.target_shape)
+        shape[-1] = int(self.flatten.input_shape[-2]) * len(self.keep)
+        return tuple(shape)
 
 
-
-def dense_roles(sites):
-    """{Dense layer: (rows, cols)}: the kept input rows (None = all) and output columns
-    (None = all) of every Dense next to a pruned site. A Dense can be the output of
-    one site and the input of the next."""
+def site_roles(sites):
+    """{layer: (rows, cols, zero_rows)}: the kept input rows (None = all), the kept
+    output units (None = all) and whether the kept rows must be zeroed (a dead
+    site) of every Dense or Conv2D next to a pruned site. A layer can be the
+    consumer of one site and the producer of the next."""
     roles = {}
     for plan in sites.values():
-        rows, _ = roles.get(plan.dense_in, (None, None))
-        roles[plan.dense_in] = (rows, plan.keep)
-        _, cols = roles.get(plan.dense_out, (None, None))
-        roles[plan.dense_out] = (plan.keep, cols)
+        rows, _, zero = roles.get(plan.producer, (None, None, False))
+        roles[plan.producer] = (rows, plan.keep, zero)
+        _, cols, _ = roles.get(plan.consumer, (None, None, False))
+        roles[plan.consumer] = (plan.rows, cols, plan.dead)
     return roles
 
 
-def dense_pruned_parameters(layer, rows, cols):
-    """Parameters of `layer` after keeping `rows` inputs and `cols` outputs (None = all).
+def pruned_parameters(layer, rows, cols):
+    """Parameters of a Dense or Conv2D `layer` after keeping `rows` inputs and `cols`
+    outputs (None = all).
 
-    No output column: the layer disappears (0). No input row: it becomes a
+    A Dense with no output column disappears (0); with no input row it becomes a
     constant holding its bias (`ConstantOutput`, zeros when it had no bias).
     """
-    n_out = layer.units if cols is None else len(cols)
+    kernel_shape = [int(d) for d in layer.kernel.shape]
+    n_out = kernel_shape[-1] if cols is None else len(cols)
     if n_out == 0:
         return 0
-    n_in = int(layer.kernel.shape[0]) if rows is None else len(rows)
+    n_in = kernel_shape[-2] if rows is None else len(rows)
     if n_in == 0:
         return n_out
-    return n_in * n_out + (n_out if layer.use_bias else 0)
+    return int(np.prod(kernel_shape[:-2], dtype=np.int64)) * n_in * n_out + (
+        n_out if layer.use_bias else 0)
 
 
 def _single(nodes, what, layer):
@@ -108,8 +142,30 @@ def _outbound_layer(layer):
     return _single(layer._outbound_nodes, "outbound", layer).outbound_layer
 
 
-def dense_site_plan(adl):
-    """The Dense -> ADL -> Dense chain around a top-level AdaptiveDropout, or ValueError."""
+def _is_unit_layer(layer):
+    """Dense, or a channels-last ungrouped Conv2D (not a transposed one)."""
+    if isinstance(layer, keras.layers.Dense):
+        return True
+    return (isinstance(layer, keras.layers.Conv2D)
+            and not isinstance(layer, keras.layers.Conv2DTranspose)
+            and layer.data_format == "channels_last" and layer.groups == 1)
+
+
+def _is_flatten(layer):
+    """A Reshape that merges the last two axes of its input into one."""
+    if not isinstance(layer, keras.layers.Reshape):
+        return False
+    shape_in = tuple(layer.input_shape[1:])
+    target = tuple(layer.target_shape)
+    return (len(shape_in) >= 2 and None not in shape_in[-2:]
+            and target == shape_in[:-2] + (shape_in[-2] * shape_in[-1],))
+
+
+def site_plan(adl):
+    """The producer -> ADL -> consumer chain around a top-level AdaptiveDropout (see
+    `SitePlan`), or ValueError."""
+    from keras_efficient.layers.padded_frames import SubsampledTimeMask
+
     if adl._unit != (adl._rank - 1,):
         raise ValueError("prune() removes units of a top-level AdaptiveDropout only when its "
                          "unit axis is the last one; `{}` has unit_axes={}.".format(
@@ -121,24 +177,30 @@ def dense_site_plan(adl):
         between.append(producer)
         producer = _inbound_layer(producer)
     consumer = _outbound_layer(adl)
-    while isinstance(consumer, keras.layers.Dropout):
+    while isinstance(consumer, (keras.layers.Dropout, SubsampledTimeMask)):
         between.append(consumer)
         consumer = _outbound_layer(consumer)
-    if not isinstance(producer, keras.layers.Dense) or not isinstance(consumer, keras.layers.Dense):
+    flatten = None
+    if _is_flatten(consumer):
+        flatten = consumer
+        consumer = _outbound_layer(consumer)
+    if not _is_unit_layer(producer) or not _is_unit_layer(consumer):
         raise ValueError(
-            "prune() needs AdaptiveDropout `{}` between two Dense layers (Dense -> [Dropout or "
-            "Activation] -> AdaptiveDropout -> [Dropout] -> Dense); found {} -> ... -> {}.".format(
+            "prune() needs AdaptiveDropout `{}` between two Dense or Conv2D layers (Dense/Conv2D "
+            "-> [Dropout or Activation] -> AdaptiveDropout -> [Dropout] -> [Reshape flattening "
+            "the last two axes] -> Dense/Conv2D); found {} -> ... -> {}.".format(
                 adl.name, type(producer).__name__, type(consumer).__name__))
     _outbound_layer(producer)  # the producer's output must feed only this chain
     _single(consumer._inbound_nodes, "inbound", consumer)
-    if producer.units != adl._units_shape[0]:
-        raise ValueError("AdaptiveDropout `{}` has {} units but Dense `{}` has {}.".format(
-            adl.name, adl._units_shape[0], producer.name, producer.units))
-    return DenseSitePlan(adl, producer, consumer, between)
+    units = int(producer.kernel.shape[-1])
+    if units != adl._units_shape[0]:
+        raise ValueError("AdaptiveDropout `{}` has {} units but `{}` has {}.".format(
+            adl.name, adl._units_shape[0], producer.name, units))
+    return SitePlan(adl, producer, consumer, between, flatten)
 
 
 def model_plans(model):
-    """({ConformerBlock: BlockPlan}, {AdaptiveDropout: DenseSitePlan}, [nested model]) for a
+    """({ConformerBlock: BlockPlan}, {AdaptiveDropout: SitePlan}, [nested model]) for a
     functional model. Nested functional (or Sequential) models that hold sites are listed
     in the third element and planned on their own, recursively."""
     if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
@@ -149,7 +211,7 @@ def model_plans(model):
         if isinstance(layer, ConformerBlock) and layer.adaptive:
             blocks[layer] = BlockPlan(layer)
         elif isinstance(layer, AdaptiveDropout):
-            sites[layer] = dense_site_plan(layer)
+            sites[layer] = site_plan(layer)
         elif isinstance(layer, keras.Model):
             inner = [sub for sub in layer._flatten_layers(include_self=False)
                      if isinstance(sub, AdaptiveDropout)]

@@ -4,7 +4,7 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
-from keras_efficient.pruning.plan import dense_roles, model_plans
+from keras_efficient.pruning.plan import model_plans, site_roles
 from keras_efficient.pruning.pruned_layers import (
     ConstantOutput,
     PrunedConformerBlock,
@@ -26,12 +26,17 @@ def prune(model, name=None):
       BatchNorm entries and W_O columns, the constant output of a pruned channel
       folded into the LConv output bias. A module with no surviving unit becomes
       a constant (`ConstantOutput`).
-    - A top-level `AdaptiveDropout` between two Dense layers (Dense -> [Dropout or
-      Activation]* -> AdaptiveDropout -> [Dropout]* -> Dense): the first Dense
-      keeps only the surviving columns, the second the matching kernel rows. With
-      no survivor the first Dense is removed and the second becomes a
-      `ConstantOutput` (its activation applied to its bias). A Dense may sit
-      between two sites (rows pruned by one, columns by the other).
+    - A top-level `AdaptiveDropout` between two Dense or Conv2D layers
+      (Dense/Conv2D -> [Dropout or Activation]* -> AdaptiveDropout -> [Dropout or
+      SubsampledTimeMask]* -> [Reshape flattening the last two axes] ->
+      Dense/Conv2D): the first layer keeps only the surviving output units
+      (Dense columns, Conv2D filters), the second the matching kernel rows (Dense
+      rows, f·C + c rows behind a flattening Reshape, Conv2D input channels). With
+      no survivor between two Dense layers the first is removed and the second
+      becomes a `ConstantOutput` (its activation applied to its bias); where a
+      Conv2D or a Reshape is involved, one unit is kept with zero weights in the
+      second layer (exact; see `plan.SitePlan`). A layer may sit between two sites
+      (rows pruned by one, columns by the other).
     - A nested functional or Sequential model holding such sites (used once) is
       replaced by its own `prune` result, recursively.
 
@@ -47,7 +52,8 @@ def prune(model, name=None):
       A functional `keras.Model` with the same inputs and outputs.
     """
     blocks, sites, nested = model_plans(model)
-    roles = dense_roles(sites)
+    roles = site_roles(sites)
+    reshapes = {plan.flatten: plan.flatten_shape() for plan in sites.values() if plan.flatten}
     new_layers = {}
 
     def replacement(layer):
@@ -66,18 +72,25 @@ def prune(model, name=None):
             new = prune(layer, name=layer.name)
             loader = lambda n: None  # noqa: E731  (prune() loaded its weights)
         elif layer in roles:
-            rows, cols = roles[layer]
+            rows, cols, zero_rows = roles[layer]
             if cols is not None and len(cols) == 0:
                 new_layers[key] = (None, None)  # no surviving output: the layer goes
                 return None
             config = layer.get_config()
-            units = layer.units if cols is None else int(len(cols))
+            units_key = "units" if isinstance(layer, keras.layers.Dense) else "filters"
+            units = config[units_key] if cols is None else int(len(cols))
             if rows is not None and len(rows) == 0:
                 new = ConstantOutput(units, activation=config["activation"], name=layer.name)
             else:
-                config["units"] = units
-                new = keras.layers.Dense.from_config(config)
-            loader = lambda n, o=layer, r=rows, c=cols: _load_dense(n, o, r, c)  # noqa: E731
+                config[units_key] = units
+                new = layer.__class__.from_config(config)
+            loader = lambda n, o=layer, r=rows, c=cols, z=zero_rows: _load_units(  # noqa: E731
+                n, o, r, c, z)
+        elif layer in reshapes:
+            config = layer.get_config()
+            config["target_shape"] = reshapes[layer]
+            new = layer.__class__.from_config(config)
+            loader = lambda n: None  # noqa: E731
         else:
             new = layer.__class__.from_config(layer.get_config())
             loader = lambda n, o=layer: n.set_weights(o.get_weights())  # noqa: E731
@@ -112,16 +125,21 @@ def prune(model, name=None):
     return pruned
 
 
-def _load_dense(new, old, rows, cols):
+def _load_units(new, old, rows, cols, zero_rows):
+    """Loads a Dense or Conv2D keeping kernel input `rows` and output `cols` (None = all);
+    `zero_rows`: the kept rows belong to a dead site and get zero weights."""
     kernel = old.kernel.numpy()
-    bias = old.bias.numpy() if old.use_bias else np.zeros(old.units, np.float32)
+    n_out = kernel.shape[-1]
+    bias = old.bias.numpy() if old.use_bias else np.zeros(n_out, np.float32)
     if cols is not None:
-        kernel, bias = kernel[:, cols], bias[cols]
+        kernel, bias = kernel[..., cols], bias[cols]
     if isinstance(new, ConstantOutput):
         new.bias.assign(bias)
         return
     if rows is not None:
-        kernel = kernel[rows, :]
+        kernel = np.take(kernel, rows, axis=-2)
+        if zero_rows:
+            kernel = np.zeros_like(kernel)
     new.kernel.assign(kernel)
     if old.use_bias:
         new.bias.assign(bias)

@@ -27,13 +27,13 @@ def _perturb(model, seed=0):
                       + 0.01 * rng.standard_normal(v.shape)).astype(v.dtype))
 
 
-def _conformer():
+def _conformer(**kwargs):
     return ConformerEncoder((16, 6), vocab_size=5, num_blocks=1, model_dim=16, num_heads=2,
-                            ffn_dim=24, kernel_size=3)
+                            ffn_dim=24, kernel_size=3, **kwargs)
 
 
 def _pruned_conformer():
-    model = _conformer()
+    model = _conformer(adaptive_subsampling=True)  # front-end channels pruned too
     _perturb(model, seed=1)
     return prune(model)
 

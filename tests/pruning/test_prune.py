@@ -210,7 +210,7 @@ def test_adl_not_between_dense_layers_is_rejected():
     inp = keras.Input((4,))
     h = AdaptiveDropout(name="adl")(inp)
     model = keras.Model(inp, keras.layers.Dense(2)(h))
-    with pytest.raises(ValueError, match="between two Dense layers"):
+    with pytest.raises(ValueError, match="between two Dense or Conv2D layers"):
         prune(model)
 
 
