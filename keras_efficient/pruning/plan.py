@@ -157,8 +157,9 @@ def _is_flatten(layer):
         return False
     shape_in = tuple(layer.input_shape[1:])
     target = tuple(layer.target_shape)
-    return (len(shape_in) >= 2 and None not in shape_in[-2:]
-            and target == shape_in[:-2] + (shape_in[-2] * shape_in[-1],))
+    if len(shape_in) < 2 or None in shape_in[-2:] or target[:-1] != shape_in[:-2]:
+        return False
+    return target[-1] in (-1, shape_in[-2] * shape_in[-1])
 
 
 def site_plan(adl):

@@ -12,14 +12,14 @@ from keras_efficient.schedules import RetentionTargetSchedule
 from test_prune import _assert_same_outputs, _randomise_weights, _set_keep
 
 
-def _cnn():
+def _cnn(flat_target=(4, 3 * 4)):
     """Conv2D(5) -> ADL -> Conv2D(4, stride 2) -> ADL -> flatten (F' = 3) -> Dense(3)."""
     inp = keras.Input((8, 6, 2))
     h = keras.layers.Conv2D(5, 3, padding="same", activation="relu", name="c1")(inp)
     h = AdaptiveDropout(name="adl1")(h)
     h = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="tanh", name="c2")(h)
     h = AdaptiveDropout(name="adl2")(h)
-    h = keras.layers.Reshape((4, 3 * 4), name="flat")(h)
+    h = keras.layers.Reshape(flat_target, name="flat")(h)
     out = keras.layers.Dense(3, name="out")(h)
     return keras.Model(inp, out)
 
@@ -54,6 +54,33 @@ def test_conv_sites_equal_outputs_and_exact_counts(keep1, keep2):
     assert counts["effective"] == _cnn_effective(n1, n2) == pruned.count_params()
     rows = {r["site"]: r for r in surviving_units(model)}
     assert rows["adl1"]["surviving"] == keep1.sum() and rows["adl2"]["surviving"] == keep2.sum()
+
+
+def test_flatten_with_inferred_size_and_conv_to_dense_sites():
+    rng = np.random.default_rng(7)
+    model = _cnn(flat_target=(4, -1))
+    _randomise_weights(model, rng)
+    _set_keep(model.get_layer("adl1"), np.array([1, 1, 0, 0, 1], bool), rng)
+    _set_keep(model.get_layer("adl2"), np.array([0, 1, 0, 1], bool), rng)
+    pruned = prune(model)
+    _assert_same_outputs(model, pruned, rng.standard_normal((2, 8, 6, 2)).astype(np.float32))
+    assert pruned.count_params() == _cnn_effective(3, 2)
+
+    # Conv2D -> ADL -> Dense on the channel axis (no Reshape), and Dense -> ADL -> Conv2D.
+    inp = keras.Input((5, 5, 3))
+    h = keras.layers.Conv2D(6, 3, activation="relu", name="c")(inp)
+    h = AdaptiveDropout(name="a1")(h)
+    h = keras.layers.Dense(4, activation="tanh", name="d")(h)
+    h = AdaptiveDropout(name="a2")(h)
+    out = keras.layers.Conv2D(2, 1, name="c_out")(h)
+    model = keras.Model(inp, out)
+    _randomise_weights(model, rng)
+    _set_keep(model.get_layer("a1"), np.array([0, 1, 1, 0, 1, 0], bool), rng)
+    _set_keep(model.get_layer("a2"), np.zeros(4, bool), rng)  # dead before a Conv2D
+    pruned = prune(model)
+    _assert_same_outputs(model, pruned, rng.standard_normal((2, 5, 5, 3)).astype(np.float32))
+    expected = (9 * 3 * 3 + 3) + (3 * 1 + 1) + (1 * 2 + 2)
+    assert count_parameters(model)["effective"] == expected == pruned.count_params()
 
 
 def test_dense_to_conv_is_not_a_flatten_site():
