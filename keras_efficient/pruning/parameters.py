@@ -28,8 +28,11 @@ def count_parameters(model):
     depthwise kernels, BatchNorm parameters and W_O columns. Parameters that are
     left without any effect are removed as well and counted as removed: the
     LayerNorm of a module with no surviving unit, and the query/key units of a
-    head without surviving value units. Nested functional models are counted
-    recursively. `effective` equals
+    head without surviving value units. At a top-level site: the producing
+    Dense columns or Conv2D filters with their biases and the consuming Dense rows
+    (f·C + c behind a flattening Reshape) or Conv2D input channels; a Conv2D site
+    without survivors keeps one zero-weight unit, which is counted (see `prune`).
+    Nested functional models are counted recursively. `effective` equals
     `prune(model).count_params()`.
 
     Returns:
