@@ -58,7 +58,7 @@ class _Net(keras.Model):
             self.stem = keras.layers.Conv2D(16, 3, padding="same")
             n = (depth - 2) // 6
             layout = [(16 * 2 ** s, 2 if s and not i else 1) for s in range(3) for i in range(n)]
-        self.blocks, self.fixed = [], []
+        self.blocks = []
         first, previous = True, layout[0][0]
         for filters, strides in layout:
             block = ResidualBlock(filters, strides=strides)

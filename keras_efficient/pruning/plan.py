@@ -10,6 +10,7 @@ import numpy as np
 from keras_efficient.backend import keras
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
 from keras_efficient.layers.conformer import ConformerBlock
+from keras_efficient.layers.padded_frames import SubsampledTimeMask
 
 __all__ = []
 
@@ -165,8 +166,6 @@ def _is_flatten(layer):
 def site_plan(adl):
     """The producer -> ADL -> consumer chain around a top-level AdaptiveDropout (see
     `SitePlan`), or ValueError."""
-    from keras_efficient.layers.padded_frames import SubsampledTimeMask
-
     if adl._unit != (adl._rank - 1,):
         raise ValueError("prune() removes units of a top-level AdaptiveDropout only when its "
                          "unit axis is the last one; `{}` has unit_axes={}.".format(
