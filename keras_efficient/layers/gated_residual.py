@@ -141,9 +141,10 @@ class GatedResidualBlock(keras.layers.Layer):
       compile_gate: in a `tf.function` (as in `fit`), mark the gate's small ops (the
         projection, the LSTM cell, the head) and their gradients for XLA
         compilation (`tf.xla.experimental.jit_scope`), so they run as one kernel
-        per block and direction instead of a few dozen tiny ops. In a ResNet-74
-        this cut the gate's fixed cost from about 10% to 1-7% of the blocks' time
-        (see docs/e2_train.md). Eager calls run the ops as they are.
+        per block and direction instead of a few dozen tiny ops. Off by default:
+        on a 2-core CPU the compiled gate was slower on its own and no faster in
+        a ResNet-74 step (interleaved A/B runs, docs/e2_train.md); it may pay
+        off where op dispatch is expensive. Eager calls are never compiled.
 
     Call arguments:
       inputs: `[batch, height, width, channels]`.
@@ -158,7 +159,7 @@ class GatedResidualBlock(keras.layers.Layer):
     """
 
     def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
-                 block_flops=None, compile_gate=True, **kwargs):
+                 block_flops=None, compile_gate=False, **kwargs):
         super().__init__(**kwargs)
         if isinstance(block, dict):
             block = keras.layers.deserialize(block)
