@@ -18,23 +18,31 @@ def _long_description():
         return f.read()
 
 
-# The one release line on which all of these install and work together:
-# tensorflow-compression 2.14.1 pins TensorFlow 2.14.
+# Two supported release lines, one codebase (README, "Supported stacks"):
+# - the current line, installed by default: TensorFlow >= 2.16 with tf-keras (the Keras 2
+#   API, which TensorFlow Probability and tensorflow-model-optimization still need),
+#   tested on TensorFlow 2.21;
+# - the 2.14 line: `pip install -e ".[tf214]" -c constraints/tf2.14.txt` (TensorFlow 2.14.1
+#   with its built-in Keras 2, and tensorflow-compression 2.14.1 as the GDN reference).
 INSTALL_REQUIRES = [
-    "tensorflow==2.14.1",
-    "tensorflow-probability==0.22.1",
-    "tensorflow-compression==2.14.1",
-    "tensorflow-model-optimization==0.7.5",
+    "tensorflow>=2.14.1,!=2.15.*",
+    "tf-keras>=2.14.1",
+    "tensorflow-probability>=0.22.1",
+    "tensorflow-model-optimization>=0.7.5",
     "keras-tuner>=1.4,<1.5",
-    "numpy<2",
+    # keras-tuner imports tensorboard's protos; TensorFlow >= 2.21 no longer pulls it in.
+    "tensorboard",
+    "numpy",
     "scikit-learn>=1.2",
+]
+
+# Plots of the experiments (`keras-efficient reproduce ...`); the layers do not need it.
+EXPERIMENTS_REQUIRES = [
     "matplotlib>=3.6",
 ]
 
 DATA_REQUIRES = [
     "galsim>=2.4",
-    # GalSim pulls the newest astropy, which needs numpy 2; TF 2.14 needs numpy < 2.
-    "astropy<7",
     "scikit-learn>=1.2",
 ]
 
@@ -44,7 +52,7 @@ TEST_REQUIRES = [
     "scipy>=1.9",
     "scikit-learn>=1.2",
     "hypothesis>=6",
-] + DATA_REQUIRES
+] + DATA_REQUIRES + EXPERIMENTS_REQUIRES
 
 setup(
     name="keras_efficient",
@@ -58,12 +66,16 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     packages=find_packages(include=["keras_efficient", "keras_efficient.*"]),
-    python_requires=">=3.9,<3.12",
+    python_requires=">=3.9,<3.14",
     install_requires=INSTALL_REQUIRES,
     extras_require={
         "test": TEST_REQUIRES,
         "data": DATA_REQUIRES,
-        "gpu": ["tensorflow[and-cuda]==2.14.1"],
+        "experiments": EXPERIMENTS_REQUIRES,
+        # The current line's CUDA wheels (Linux): `pip install -e ".[gpu]"`.
+        "gpu": ["tensorflow[and-cuda]>=2.16"],
+        # The 2.14 line, with constraints/tf2.14.txt: the GDN reference implementation.
+        "tf214": ["tensorflow-compression==2.14.1"],
         "docs": ["mkdocs>=1.5"],
     },
     entry_points={
@@ -74,6 +86,8 @@ setup(
         "Programming Language :: Python :: 3.9",
         "Programming Language :: Python :: 3.10",
         "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+        "Programming Language :: Python :: 3.13",
         "Topic :: Scientific/Engineering :: Artificial Intelligence",
     ],
 )

@@ -1,16 +1,52 @@
 """The one place that chooses how Keras is imported.
 
-keras_efficient targets TensorFlow 2.14 and its built-in Keras 2 (`tf.keras`).
-Every other module imports `tf` and `keras` from here, so a move to another
-Keras (for example `tf_keras` on a later TensorFlow) is a change to this file.
+keras_efficient uses the Keras 2 API on both supported release lines:
+
+- the current line (TensorFlow >= 2.16, tested on 2.21): `tf_keras`, the Keras 2
+  package that TensorFlow ships beside Keras 3. `TF_USE_LEGACY_KERAS=1` is set
+  before TensorFlow is imported so that `tf.keras` inside TensorFlow Probability
+  and tensorflow-model-optimization is the same Keras 2 (neither supports Keras 3);
+- the 2.14 line (TensorFlow 2.14.1): TensorFlow's built-in Keras 2 (`tf.keras`).
+
+Every other module imports `tf` and `keras` from here. A process that imported
+TensorFlow before this module and asked it for Keras 3 keeps its `tf.keras`; the
+library still uses `tf_keras` (the variable is read when `tf.keras` is first
+resolved, so set it yourself if you mix `tf.keras` and library layers).
 
 The library keeps its syntax importable on Python 3.8 (the last Graphcore
 TensorFlow wheels): no `match`, no `X | Y` annotations evaluated at runtime.
 """
 
-import tensorflow as tf
+import os
 
-keras = tf.keras
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+
+import tensorflow as tf  # noqa: E402  (the variable above must be set first)
+
+
+def _version_tuple(text):
+    parts = []
+    for piece in text.split(".")[:2]:
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        parts.append(int(digits or 0))
+    return tuple(parts)
+
+
+TF_VERSION = _version_tuple(tf.__version__)
+
+# True on the current line (TensorFlow >= 2.16 with tf_keras); False on the 2.14 line.
+LEGACY_KERAS_PACKAGE = TF_VERSION >= (2, 16)
+
+if LEGACY_KERAS_PACKAGE:
+    try:
+        import tf_keras as keras
+    except ImportError as error:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "keras_efficient needs the Keras 2 API. On TensorFlow {} it comes from the "
+            "`tf-keras` package: `pip install tf-keras~={}.0`.".format(
+                tf.__version__, ".".join(str(v) for v in TF_VERSION))) from error
+else:
+    keras = tf.keras
 
 PACKAGE = "keras_efficient"
 
@@ -26,4 +62,5 @@ def register_serializable(cls=None, *, name=None):
     return decorator(cls)
 
 
-__all__ = ["tf", "keras", "PACKAGE", "register_serializable"]
+__all__ = ["tf", "keras", "PACKAGE", "register_serializable", "TF_VERSION",
+           "LEGACY_KERAS_PACKAGE"]

@@ -11,6 +11,8 @@ import os
 import platform
 import sys
 
+from keras_efficient.cli.quiet import start_tensorflow_quietly
+
 __all__ = ["main", "build_parser"]
 
 
@@ -49,24 +51,36 @@ def _parse_options(items):
     return options
 
 
+def _first_line(error, limit=160):
+    text = str(error).strip().splitlines()
+    text = text[0] if text else ""
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def _info(stream):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    import tensorflow as tf
-
     from keras_efficient import distribute
+    from keras_efficient.backend import keras, tf
     from keras_efficient.version import __version__
 
     def version(module_name):
+        # A broken optional package (e.g. tensorflow-compression's compiled ops on a
+        # TensorFlow it was not built for) is reported in its line, never raised.
         try:
             module = __import__(module_name, fromlist=["__version__"])
             return getattr(module, "__version__", "installed")
-        except ImportError:
-            return "not installed"
+        except ModuleNotFoundError as error:
+            if error.name and module_name.startswith(error.name):
+                return "not installed"
+            return "broken ({}: {})".format(type(error).__name__, _first_line(error))
+        except Exception as error:  # noqa: BLE001 - any failure of an optional import
+            return "broken ({}: {})".format(type(error).__name__, _first_line(error))
 
     lines = [
         "keras_efficient {}".format(__version__),
         "python {} ({})".format(platform.python_version(), platform.machine()),
         "tensorflow {}".format(tf.__version__),
+        "keras (Keras 2 API) {}".format(getattr(keras, "__version__", None) or version("keras")),
         "tensorflow-probability {}".format(version("tensorflow_probability")),
         "tensorflow-compression {}".format(version("tensorflow_compression")),
         "tensorflow-model-optimization {}".format(version("tensorflow_model_optimization")),
@@ -93,6 +107,7 @@ def _list(stream):
 def main(argv=None, stream=None):
     stream = stream or sys.stdout
     args = build_parser().parse_args(argv)
+    start_tensorflow_quietly()
     if args.command == "info":
         return _info(stream)
     if args.command == "list":

@@ -43,7 +43,10 @@ def test_info_prints_versions_devices_and_strategy():
     stream = io.StringIO()
     assert main(["info"], stream=stream) == 0
     text = stream.getvalue()
-    assert "tensorflow 2.14" in text
+    from keras_efficient.backend import tf
+
+    assert "tensorflow {}".format(tf.__version__) in text
+    assert "keras (Keras 2 API) 2." in text
     assert "devices: cpu=" in text
     assert "strategy for kind='auto':" in text
 
@@ -78,3 +81,49 @@ def test_dataset_flag_reaches_the_experiment(monkeypatch):
     assert seen == {"name": "resnet-digits", "options": {"epochs": "2", "dataset": "cifar100"}}
     with pytest.raises(SystemExit):
         main(["reproduce", "resnet-digits", "--dataset", "mnist"], stream=io.StringIO())
+
+
+def _write_broken_package(root, name, error):
+    package = root / name
+    package.mkdir()
+    (package / "__init__.py").write_text("raise {}\n".format(error))
+
+
+def test_info_reports_a_broken_optional_package_in_its_line(tmp_path):
+    # As tensorflow-compression on a TensorFlow it was not built for: the import fails
+    # inside its compiled ops, not with "no module named".
+    _write_broken_package(tmp_path, "tensorflow_compression",
+                          "ImportError('undefined symbol: _ZN10tensorflow8OpKernel')")
+    _write_broken_package(tmp_path, "galsim", "RuntimeError('broken galsim')")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    out = subprocess.run([sys.executable, "-m", "keras_efficient.cli", "info"],
+                         capture_output=True, text=True, timeout=180, env=env)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    tfc_line = [line for line in lines if line.startswith("tensorflow-compression ")]
+    assert tfc_line == ["tensorflow-compression broken (ImportError: undefined symbol: "
+                        "_ZN10tensorflow8OpKernel)"]
+    assert "galsim broken (RuntimeError: broken galsim)" in lines
+    assert "strategy for kind='auto':" in out.stdout
+
+
+def test_info_keeps_tensorflow_start_up_noise_off_the_terminal():
+    out = subprocess.run([sys.executable, "-m", "keras_efficient.cli", "info"],
+                         capture_output=True, text=True, timeout=180,
+                         env={k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"})
+    assert out.returncode == 0, out.stderr
+    for noise in ("oneDNN", "absl::InitializeLog", "cuda", "cpu_feature_guard"):
+        assert noise not in out.stderr, out.stderr
+
+
+def test_quiet_start_replays_native_output_when_the_start_fails(capfd):
+    from keras_efficient.cli.quiet import quiet_native_start
+
+    with pytest.raises(RuntimeError, match="start failed"):
+        with quiet_native_start():
+            os.write(2, b"native line before the failure\n")
+            raise RuntimeError("start failed")
+    assert "native line before the failure" in capfd.readouterr().err
+    with quiet_native_start():
+        os.write(2, b"native noise\n")
+    assert "native noise" not in capfd.readouterr().err
