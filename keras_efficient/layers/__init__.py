@@ -9,6 +9,7 @@ from keras_efficient.layers.conformer_attention import ConformerSelfAttention
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
 from keras_efficient.layers.gated_residual import GatedResidualBlock
+from keras_efficient.layers.gdn import GDN
 from keras_efficient.layers.recurrent_gate import RecurrentGate
 from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureClassifier
 from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
@@ -32,6 +33,7 @@ __all__ = [
     "ConformerFeedForward",
     "ConformerSelfAttention",
     "GaussianMixtureClassifier",
+    "GDN",
     "GatedResidualBlock",
     "RecurrentGate",
     "FlipoutConv2D",

@@ -1,8 +1,7 @@
 """ReBEL's variational head: Head₁ (image → Gaussian posterior) and Head₂ (z → teacher tensor)."""
 
-import tensorflow_compression as tfc
-
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.gdn import GDN
 from keras_efficient.utils.validation import (
     assert_finite,
     check_bool,
@@ -30,33 +29,11 @@ def _int_tuple(name, value, low=1):
     return items
 
 
-class _GDN(tfc.GDN):
-    """`tensorflow_compression.GDN` whose parameters survive the `.keras` format.
-
-    tfc.GDN keeps β and γ in `tf.Module` parameter objects, which the `.keras`
-    saver (it stores each layer's own `add_weight` variables) does not visit, so a
-    reloaded model came back with re-initialised GDNs. Saving and loading all of
-    the layer's weights in their (deterministic) tracking order fixes that;
-    SavedModel and checkpoints were not affected.
-    """
-
-    def save_own_variables(self, store):
-        for i, variable in enumerate(self.weights):
-            store[str(i)] = variable.numpy()
-
-    def load_own_variables(self, store):
-        if len(store.keys()) != len(self.weights):
-            raise ValueError("Layer `{}` expected {} saved variables, found {}.".format(
-                self.name, len(self.weights), len(store.keys())))
-        for i, variable in enumerate(self.weights):
-            variable.assign(store[str(i)])
-
-
 @register_serializable
 class VariationalHead(keras.layers.Layer):
     """Head₁ of ReBEL (Fig. 3): convolutions with GDN emitting a diagonal Gaussian posterior.
 
-    len(filters) convolutions, each followed by `tensorflow_compression.GDN`, then
+    len(filters) convolutions, each followed by `keras_efficient.layers.GDN`, then
     one linear convolution with 2·latent_channels outputs split into the mean
     μ(x) and the log-variance s(x). The posterior of Sec. III-A is
     N(μ(x), diag σ(x)) with
@@ -114,7 +91,7 @@ class VariationalHead(keras.layers.Layer):
         for i, (f, s) in enumerate(zip(self.filters, self.strides)):
             self.convs.append(keras.layers.Conv2D(f, self.kernel_size, strides=s, padding="same",
                                                   name="conv{}".format(i)))
-            self.gdns.append(_GDN(name="gdn{}".format(i)))
+            self.gdns.append(GDN(name="gdn{}".format(i)))
         self.output_conv = keras.layers.Conv2D(2 * self.latent_channels, self.kernel_size,
                                                padding="same", name="posterior")
 
@@ -247,7 +224,7 @@ class BottleneckDecoder(keras.layers.Layer):
         for i, f in enumerate(self.filters):
             conv = keras.layers.Conv2D(f, self.kernel_size, strides=stride if i == 0 else 1,
                                        padding="same", name="conv{}".format(i))
-            gdn = _GDN(name="gdn{}".format(i))
+            gdn = GDN(name="gdn{}".format(i))
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
             gdn.build(shape)
