@@ -6,6 +6,7 @@ model. `PrunedConformerBlock`, `PrunedSelfAttention` and `ConstantOutput` are
 the layers a pruned model is made of.
 """
 
+from keras_efficient.pruning.expected import expected_parameters
 from keras_efficient.pruning.parameters import count_parameters
 from keras_efficient.pruning.prune import prune
 from keras_efficient.pruning.pruned_layers import (
@@ -20,6 +21,7 @@ __all__ = [
     "PrunedConformerBlock",
     "PrunedSelfAttention",
     "count_parameters",
+    "expected_parameters",
     "prune",
     "surviving_units",
 ]
