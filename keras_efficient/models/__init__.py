@@ -4,6 +4,7 @@ from keras_efficient.models.conformer_encoder import (
     ConformerEncoder,
     CTCLoss,
     ctc_greedy_decode,
+    ctc_labels_from_zero_based,
     token_error_rate,
 )
 from keras_efficient.models.flow_vae import FlowVAE
@@ -22,6 +23,7 @@ __all__ = [
     "CTCLoss",
     "ConformerEncoder",
     "ctc_greedy_decode",
+    "ctc_labels_from_zero_based",
     "token_error_rate",
     "ReBEL",
     "split_functional_model",

@@ -20,7 +20,13 @@ from keras_efficient.utils.validation import (
     invalid_argument,
 )
 
-__all__ = ["ConformerEncoder", "CTCLoss", "ctc_greedy_decode", "token_error_rate"]
+__all__ = [
+    "ConformerEncoder",
+    "CTCLoss",
+    "ctc_greedy_decode",
+    "ctc_labels_from_zero_based",
+    "token_error_rate",
+]
 
 
 def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_heads=4,
@@ -117,14 +123,164 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
     return keras.Model(inputs, logits, name=name)
 
 
+_CONVENTION = (
+    "CTC labels use 0 as the blank and as the padding value: tokens are 1..V{}, and zeros may "
+    "only appear as trailing padding. For 0-based labels padded with -1, use "
+    "`keras_efficient.models.ctc_labels_from_zero_based(labels, padding=-1)`.")
+
+
+def _vocab_text(vocab_size):
+    return "" if vocab_size is None else " (V = {} here: the logits have V + 1 classes)".format(
+        vocab_size)
+
+
+def _label_problem(labels, vocab_size):
+    """NumPy check of the label convention: None, or what the first bad example breaks."""
+    if labels.ndim != 2:
+        return "labels must have rank 2 [batch, max_label_length]; got shape {}".format(
+            labels.shape)
+    inner_zero = np.zeros(labels.shape, bool)
+    inner_zero[:, :-1] = (labels[:, :-1] == 0) & (labels[:, 1:] != 0)
+    for name, bad in (("a negative value", labels < 0),
+                      ("a 0 before a later token", inner_zero),
+                      ("a token above V", labels > vocab_size if vocab_size is not None
+                       else np.zeros(labels.shape, bool))):
+        rows = np.flatnonzero(bad.any(axis=-1))
+        if rows.size:
+            return "example {} is {}, which has {}".format(
+                rows[0], labels[rows[0]].tolist(), name)
+    return None
+
+
+def _checked_ctc_labels(labels, logits, who):
+    """`labels` as int32, checked against the library's CTC label convention.
+
+    Eager values are checked in NumPy and raise `ValueError`; symbolic tensors
+    get a `tf.debugging.Assert` (an `InvalidArgumentError` with the same text
+    when it fails; a no-op under XLA). `logits` (or None) gives V = classes - 1.
+    """
+    labels = tf.cast(labels, tf.int32)
+    vocab_size = None
+    if logits is not None and logits.shape.rank and logits.shape[-1] is not None:
+        vocab_size = int(logits.shape[-1]) - 1
+    if not tf.is_symbolic_tensor(labels):
+        problem = _label_problem(labels.numpy(), vocab_size)
+        if problem is not None:
+            raise ValueError("`{}` received invalid labels: {}. {}".format(
+                who, problem, _CONVENTION.format(_vocab_text(vocab_size))))
+        return labels
+    top = tf.shape(logits)[-1] - 1 if logits is not None else tf.reduce_max(labels)
+    inner_zero = tf.logical_and(tf.equal(labels[:, :-1], 0), tf.not_equal(labels[:, 1:], 0))
+    row_ok = tf.logical_and(
+        tf.reduce_all(tf.logical_and(labels >= 0, labels <= top), axis=-1),
+        tf.logical_not(tf.reduce_any(inner_zero, axis=-1)))
+    # Static shapes only (XLA-compatible): the first bad row, or a row of zeros.
+    first = tf.argmin(tf.concat([tf.cast(row_ok, tf.int32), [0]], axis=0), output_type=tf.int32)
+    row = tf.gather(tf.concat([labels, tf.zeros_like(labels[:1])], axis=0), first)
+    check = tf.debugging.Assert(
+        tf.reduce_all(row_ok),
+        ["`{}` received invalid labels (a negative value, a 0 before a later token or a token "
+         "above V). {}".format(who, _CONVENTION.format(_vocab_text(vocab_size))),
+         "First invalid example:", first, "labels:", row], summarize=64)
+    with tf.control_dependencies([check]):
+        return tf.identity(labels)
+
+
+def ctc_labels_from_zero_based(labels, padding=-1):
+    """Converts 0-based labels padded with `padding` to this library's CTC labels.
+
+    The library's CTC labels (`CTCLoss`, `token_error_rate`,
+    `keras_efficient.data.make_ctc_sequences`) use 0 for the blank and the
+    padding and tokens 1..V. Many pipelines number tokens 0..V-1 and pad with
+    -1; this maps token k to k + 1 and `padding` to 0:
+
+        out[b, i] = 0                  where labels[b, i] == padding
+        out[b, i] = labels[b, i] + 1   elsewhere
+
+    Example:
+
+    >>> ctc_labels_from_zero_based([[2, 0, 1], [4, -1, -1]])
+    array([[3, 1, 2],
+           [5, 0, 0]], dtype=int32)
+    >>> ctc_labels_from_zero_based([[2, 0], [4]])      # ragged lists are padded
+    array([[3, 1],
+           [5, 0]], dtype=int32)
+
+    Args:
+      labels: int array-like [batch, max_label_length] of 0-based tokens with
+        `padding` after the last token of each row, or a list of token lists of
+        different lengths. A symbolic tensor (e.g. inside `tf.data.Dataset.map`)
+        is converted with TensorFlow ops and checked with a `tf.debugging.Assert`.
+      padding: the integer padding value (default -1). It may not be a token.
+
+    Returns:
+      int32 labels of the same shape: a NumPy array for array-likes, a tensor
+      for tensors.
+
+    Raises:
+      ValueError: for a token < 0 or padding before a token (it would become a
+        0 inside the sequence).
+    """
+    padding = check_int("padding", padding)
+    if tf.is_tensor(labels) and tf.is_symbolic_tensor(labels):
+        labels = tf.cast(labels, tf.int32)
+        is_pad = tf.equal(labels, padding)
+        ok = tf.logical_and(
+            tf.reduce_all(tf.logical_or(labels >= 0, is_pad)),
+            tf.logical_not(tf.reduce_any(tf.logical_and(is_pad[:, :-1],
+                                                        tf.logical_not(is_pad[:, 1:])))))
+        check = tf.debugging.Assert(ok, [
+            "`ctc_labels_from_zero_based` received invalid labels: tokens must be >= 0 and "
+            "padding={} may only follow the last token.".format(padding), labels])
+        with tf.control_dependencies([check]):
+            return tf.where(is_pad, 0, labels + 1)
+    as_tensor = tf.is_tensor(labels)
+    array = np.asarray(labels.numpy() if as_tensor else _pad_ragged(labels, padding))
+    if array.ndim != 2 or not (np.issubdtype(array.dtype, np.integer) or array.size == 0):
+        raise ValueError("`ctc_labels_from_zero_based` expects integer labels of rank 2 "
+                         "[batch, max_label_length]. Received: labels with shape {} and dtype "
+                         "{}".format(array.shape, array.dtype))
+    is_pad = array == padding
+    for name, bad in (("a negative token", (array < 0) & ~is_pad),
+                      ("padding={} before a token".format(padding),
+                       is_pad[:, :-1] & ~is_pad[:, 1:])):
+        rows = np.flatnonzero(bad.any(axis=-1))
+        if rows.size:
+            raise ValueError(
+                "`ctc_labels_from_zero_based` received invalid labels: example {} is {}, which "
+                "has {}. Expected 0-based tokens (>= 0) followed by padding={} only at the "
+                "end.".format(rows[0], array[rows[0]].tolist(), name, padding))
+    out = np.where(is_pad, 0, array + 1).astype(np.int32)
+    return tf.constant(out) if as_tensor else out
+
+
+def _pad_ragged(labels, padding):
+    if isinstance(labels, np.ndarray) or not isinstance(labels, (list, tuple)):
+        return labels
+    rows = [np.asarray(row).reshape(-1) for row in labels]
+    if not rows or len({len(r) for r in rows}) == 1:
+        return labels
+    width = max(len(r) for r in rows)
+    return [list(r) + [padding] * (width - len(r)) for r in rows]
+
+
 @register_serializable
 class CTCLoss(keras.losses.Loss):
     """Connectionist temporal classification loss with blank index 0.
 
-    y_true: int labels [batch, max_label_length], 0-padded (the label length is
-    the number of non-zero entries; tokens must not be 0). y_pred: logits
-    [batch, frames, vocab + 1]; every frame is used (padded frames of a
-    `variable_length` encoder are certain blanks, which leaves the loss exact).
+    y_true: int labels [batch, max_label_length] in this library's convention:
+    tokens are 1..V, 0 is the CTC blank and the padding value, and zeros may
+    only be trailing padding (the label length is the number of non-zero
+    entries). Labels that break it — a 0 inside a sequence (read as a blank),
+    negative padding such as -1 (counted as tokens) or a token above V (`y_pred` has V + 1 classes) — raise a
+    `ValueError` for eager inputs and fail a `tf.debugging` assertion
+    (`InvalidArgumentError`, same message) inside `tf.function` and `fit`.
+    TensorFlow drops assertions from XLA-compiled functions, so under
+    `jit_compile=True` labels are not checked. Convert 0-based labels padded
+    with -1 with `ctc_labels_from_zero_based`.
+
+    y_pred: logits [batch, frames, V + 1]; every frame is used (padded frames of
+    a `variable_length` encoder are certain blanks, which leaves the loss exact).
     Computed in float32 with `tf.nn.ctc_loss`; per example, averaged by the
     reduction.
     """
@@ -133,8 +289,8 @@ class CTCLoss(keras.losses.Loss):
         super().__init__(reduction=reduction, name=name)
 
     def call(self, y_true, y_pred):
-        labels = tf.cast(y_true, tf.int32)
         logits = tf.cast(y_pred, tf.float32)
+        labels = _checked_ctc_labels(y_true, logits, "CTCLoss")
         label_length = tf.reduce_sum(tf.cast(labels > 0, tf.int32), axis=-1)
         batch = tf.shape(logits)[0]
         logit_length = tf.fill([batch], tf.shape(logits)[1])
@@ -169,10 +325,22 @@ def _edit_distance(a, b):
 
 
 def token_error_rate(labels, logits):
-    """Sum of edit distances of the greedy decodes over the sum of label lengths."""
+    """Sum of edit distances of the greedy decodes over the sum of label lengths.
+
+    labels: [batch, max_label_length] in the convention of `CTCLoss` (tokens
+    1..V, zeros only as trailing padding; anything else raises `ValueError`).
+    logits: [batch, frames, V + 1].
+    """
+    logits = np.asarray(logits)
+    labels = np.asarray(labels)
+    vocab_size = int(logits.shape[-1]) - 1 if logits.ndim else None
+    problem = _label_problem(labels, vocab_size)
+    if problem is not None:
+        raise ValueError("`token_error_rate` received invalid labels: {}. {}".format(
+            problem, _CONVENTION.format(_vocab_text(vocab_size))))
     hyps = ctc_greedy_decode(logits)
     errors = total = 0
-    for label, hyp in zip(np.asarray(labels), hyps):
+    for label, hyp in zip(labels, hyps):
         ref = [int(t) for t in label if t != 0]
         errors += _edit_distance(ref, hyp)
         total += len(ref)

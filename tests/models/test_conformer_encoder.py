@@ -3,10 +3,16 @@ import re
 import numpy as np
 import pytest
 
-from keras_efficient.backend import keras
+from keras_efficient.backend import keras, tf
 from keras_efficient.data import make_ctc_sequences
 from keras_efficient.layers import ConformerBlock
-from keras_efficient.models import ConformerEncoder, CTCLoss, ctc_greedy_decode, token_error_rate
+from keras_efficient.models import (
+    ConformerEncoder,
+    CTCLoss,
+    ctc_greedy_decode,
+    ctc_labels_from_zero_based,
+    token_error_rate,
+)
 
 
 def test_ctc_loss_matches_exhaustive_path_sum(ctc_brute_force):
@@ -59,3 +65,89 @@ def test_invalid_encoder_arguments(kwargs, name):
     args.update(kwargs)
     with pytest.raises(ValueError, match="`{}`".format(re.escape(name))):
         ConformerEncoder(**args)
+
+
+BAD_LABELS = [
+    (np.array([[1, 0, 2], [3, 0, 0]]), "example 0 is \\[1, 0, 2\\], which has a 0 before a later"),
+    (np.array([[1, 2, 3], [3, -1, -1]]), "example 1 is \\[3, -1, -1\\], which has a negative"),
+    (np.array([[1, 2, 0], [4, 0, 0]]), "example 1 is \\[4, 0, 0\\], which has a token above V"),
+]
+
+
+@pytest.mark.parametrize("labels,problem", BAD_LABELS)
+def test_ctc_loss_and_token_error_rate_reject_labels_outside_the_convention(labels, problem):
+    logits = np.random.default_rng(0).standard_normal((2, 6, 4)).astype(np.float32)  # V = 3
+    for who, fn in (("CTCLoss", CTCLoss()), ("token_error_rate", token_error_rate)):
+        with pytest.raises(ValueError, match="`{}` received invalid labels: {}".format(who, problem)):
+            fn(labels, logits)
+        with pytest.raises(ValueError, match="0 as the blank and as the padding value: tokens "
+                                             "are 1..V \\(V = 3 here.*ctc_labels_from_zero_based"):
+            fn(labels, logits)
+
+
+@pytest.mark.parametrize("labels,problem", BAD_LABELS)
+def test_ctc_loss_asserts_on_graph_labels(labels, problem):
+    logits = tf.constant(np.random.default_rng(0).standard_normal((2, 6, 4)), tf.float32)
+    loss = tf.function(lambda y, x: CTCLoss()(y, x))
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match="`CTCLoss` received invalid labels.*0 as the blank"):
+        loss(tf.constant(labels), logits)
+
+
+def test_ctc_label_check_in_fit_and_unchanged_good_labels():
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((4, 16, 6)).astype(np.float32)
+    model = ConformerEncoder((16, 6), vocab_size=3, num_blocks=1, model_dim=8, num_heads=2,
+                             ffn_dim=8, kernel_size=3, adaptive=False)
+    model.compile(keras.optimizers.Adam(1e-3), CTCLoss())
+    with pytest.raises(tf.errors.InvalidArgumentError, match="CTC labels use 0 as the blank"):
+        model.fit(x, np.array([[1, 2], [0, 3], [1, 0], [2, 0]]), batch_size=4, verbose=0)
+    good = np.array([[1, 2], [3, 0], [1, 1], [2, 0]], np.int32)
+    model.fit(x, good, batch_size=4, verbose=0)
+    logits = model(x).numpy()
+    reference = tf.nn.ctc_loss(good, logits, label_length=[2, 1, 2, 1], logit_length=[4] * 4,
+                               logits_time_major=False, blank_index=0).numpy()
+    np.testing.assert_allclose(CTCLoss(reduction="none")(good, logits).numpy(), reference,
+                               rtol=1e-6)
+    graph = tf.function(lambda y, z: CTCLoss(reduction="none")(y, z))
+    np.testing.assert_allclose(graph(good, logits).numpy(), reference, rtol=1e-6)
+    # Under XLA the assertion is dropped (TensorFlow compiles Assert to a no-op); the check
+    # itself compiles, so it never stops a jit-compiled step from building.
+    from keras_efficient.models.conformer_encoder import _checked_ctc_labels
+    xla = tf.function(lambda y: _checked_ctc_labels(y, tf.constant(logits), "CTCLoss"),
+                      jit_compile=True)
+    np.testing.assert_array_equal(xla(good).numpy(), good)
+
+
+def test_ctc_labels_from_zero_based():
+    zero_based = np.array([[2, 0, 1], [4, -1, -1], [0, 0, -1]])
+    expected = np.array([[3, 1, 2], [5, 0, 0], [1, 1, 0]], np.int32)
+    out = ctc_labels_from_zero_based(zero_based)
+    assert out.dtype == np.int32
+    np.testing.assert_array_equal(out, expected)
+    np.testing.assert_array_equal(ctc_labels_from_zero_based([[2, 0, 1], [4], [0, 0]]), expected)
+    np.testing.assert_array_equal(
+        ctc_labels_from_zero_based(np.where(zero_based < 0, 9, zero_based), padding=9), expected)
+    tensor = ctc_labels_from_zero_based(tf.constant(zero_based))
+    np.testing.assert_array_equal(tensor.numpy(), expected)
+    mapped = tf.data.Dataset.from_tensor_slices(zero_based).batch(3).map(
+        ctc_labels_from_zero_based)
+    np.testing.assert_array_equal(next(iter(mapped)).numpy(), expected)
+    # The library's own labels map back unchanged, and the result passes the CTC check.
+    labels = make_ctc_sequences(20, vocab_size=4)["labels"]
+    np.testing.assert_array_equal(ctc_labels_from_zero_based(labels - 1), labels)
+    CTCLoss()(expected, np.zeros((3, 6, 6), np.float32))
+
+
+@pytest.mark.parametrize("labels,padding,match", [
+    ([[1, -1, 2]], -1, "example 0 is \\[1, -1, 2\\], which has padding=-1 before a token"),
+    ([[1, -2, -1]], -1, "which has a negative token"),
+    ([[1, 9, 2]], 9, "padding=9 before a token"),
+    ([1, 2, 3], -1, "rank 2"),
+    ([[0.5, 1.0]], -1, "integer labels"),
+    ([[1, 2]], 1.5, "`padding`"),
+    ([[1, 2]], None, "`padding`"),
+])
+def test_ctc_labels_from_zero_based_rejects_bad_input(labels, padding, match):
+    with pytest.raises((ValueError, TypeError), match=match):
+        ctc_labels_from_zero_based(labels, padding=padding)
