@@ -173,7 +173,8 @@ class GDN(keras.layers.Layer):
         beta_init, gamma_init = self.beta_initializer, self.gamma_initializer
         self.reparam_beta = self.add_weight(
             name="reparam_beta", shape=(channels,), dtype=self.variable_dtype,
-            initializer=lambda shape, dtype=None: _nonnegative_initial(beta_init(shape, dtype=dtype)),
+            initializer=lambda shape, dtype=None: _nonnegative_initial(
+                beta_init(shape, dtype=dtype)),
             trainable=True, experimental_autocast=False)
         self.reparam_gamma = self.add_weight(
             name="reparam_gamma", shape=(channels, channels), dtype=self.variable_dtype,

@@ -16,15 +16,14 @@ def _random_parameters(channels, seed):
     rng = np.random.default_rng(seed)
     beta = rng.uniform(0.5, 2.0, channels)
     gamma = rng.uniform(0.0, 0.3, (channels, channels))
-    gamma[0, -1] = 0.0  # an exact zero, below nothing: stays at the bound 2⁻¹⁸
+    gamma[0, -1] = 0.0  # an exact zero: its variable sits on the bound 2⁻¹⁸
     return beta, gamma
 
 
 def _set_parameters(layer, beta, gamma):
     """Sets the effective β, γ through the reparameterised variables: v = sqrt(value + 2⁻³⁶)."""
-    layer.reparam_beta.assign(np.sqrt(beta + PEDESTAL).astype(layer.reparam_beta.dtype.as_numpy_dtype))
-    layer.reparam_gamma.assign(
-        np.sqrt(gamma + PEDESTAL).astype(layer.reparam_gamma.dtype.as_numpy_dtype))
+    for variable, value in ((layer.reparam_beta, beta), (layer.reparam_gamma, gamma)):
+        variable.assign(np.sqrt(value + PEDESTAL).astype(variable.dtype.as_numpy_dtype))
 
 
 def _numpy_gdn(x, beta, gamma, inverse, rectify, alpha, epsilon, channels_first):
