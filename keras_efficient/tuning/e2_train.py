@@ -82,8 +82,8 @@ def e2_train_hyperparameters(hp, drop_rate=(0.0, 0.7), flops_weight=(0.01, 1.0),
 
 
 def _hypermodel_base():
-    import keras_tuner
-    return keras_tuner.HyperModel
+    from keras_efficient.tuning.compat import import_keras_tuner
+    return import_keras_tuner().HyperModel
 
 
 class E2TrainHyperModel(_hypermodel_base()):

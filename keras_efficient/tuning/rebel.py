@@ -1,10 +1,11 @@
 """keras-tuner search space for ReBEL (components per class, covariance, loss weights, latent size)."""
 
-import keras_tuner
-
 from keras_efficient.backend import keras
 from keras_efficient.models.rebel import ReBEL
+from keras_efficient.tuning.compat import import_keras_tuner
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
+
+keras_tuner = import_keras_tuner()
 
 __all__ = ["ReBELHyperModel"]
 
