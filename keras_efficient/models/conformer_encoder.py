@@ -38,12 +38,17 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
 
     Front end (4x time subsampling): two 3x3 Conv2D with stride 2 and ReLU over
     (time, feature) (`subsample_conv1`, `subsample_conv2`), flattened per frame
-    and projected to `model_dim` (`subsample_proj`), then dropout. Then
+    and projected to `model_dim` (`subsample_proj`), then dropout. A frame count
+    that is not a multiple of 4 is padded with zero frames at the end up to the
+    next multiple (`subsample_pad`), so the strided windows are aligned the same
+    way for every length (output frame t sees input frames 4t..4t+6, as for a
+    multiple of 4; without the padding "same" padding would shift the windows of
+    an odd length by one frame) and the output has ceil(frames / 4) frames. Then
     `num_blocks` `ConformerBlock`s (`conformer_block_{i}`) and a Dense CTC layer
     of `vocab_size + 1` logits (`ctc_logits`; index 0 is the blank).
 
     Args:
-      input_shape: (frames, features); both static. frames should be a multiple of 4.
+      input_shape: (frames, features); both static, any frames >= 4 (see above).
       vocab_size: number of tokens V (ids 1..V).
       num_blocks, model_dim, num_heads, ffn_dim, kernel_size, dropout_rate:
         the Conformer size (see `ConformerBlock`).
@@ -57,9 +62,8 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
         convolutions and mask the blocks (see `ConformerBlock`); `CTCBlankPadding` makes the
         padded output frames certain blanks, so `CTCLoss` over all frames equals
         the CTC loss over the real ones and greedy decoding ignores the padding.
-        The outputs at real frames equal those of the unpadded utterance when L
-        is a multiple of 4; otherwise "same" padding aligns the strided windows
-        of the shorter input differently and the last frames differ slightly.
+        The outputs at the ceil(L / 4) real frames equal those of the same
+        encoder built for `frames = L` run on the unpadded utterance, for any L.
       adaptive_subsampling: also put an `AdaptiveDropout` on the output channels of
         each subsampling convolution (`subsample_adl1`, `subsample_adl2`; one unit
         per channel, a fresh mask per time-frequency position), so that `prune`
@@ -98,6 +102,10 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
 
     inputs = keras.Input((frames, features), name="features")
     x = keras.layers.Reshape((frames, features, 1), name="subsample_expand")(inputs)
+    if frames % 4:
+        # Zero frames up to a multiple of 4: both strided convolutions then see an even
+        # length, so their "same" windows start at frame 0 for every input length.
+        x = keras.layers.ZeroPadding2D(((0, -frames % 4), (0, 0)), name="subsample_pad")(x)
     x = keras.layers.Conv2D(filters, 3, strides=2, padding="same", activation="relu",
                             name="subsample_conv1")(x)
     x = front_end_site(x, 1)

@@ -6,6 +6,8 @@ import pytest
 from keras_efficient.backend import keras, tf
 from keras_efficient.data import make_ctc_sequences
 from keras_efficient.layers import ConformerBlock
+from keras_efficient.pruning import prune
+from keras_efficient.schedules import RetentionTargetSchedule
 from keras_efficient.models import (
     ConformerEncoder,
     CTCLoss,
@@ -151,3 +153,53 @@ def test_ctc_labels_from_zero_based():
 def test_ctc_labels_from_zero_based_rejects_bad_input(labels, padding, match):
     with pytest.raises((ValueError, TypeError), match=match):
         ctc_labels_from_zero_based(labels, padding=padding)
+
+
+def _small_encoder(frames, **kwargs):
+    args = dict(vocab_size=4, num_blocks=1, model_dim=8, num_heads=2, ffn_dim=8, kernel_size=3,
+                dropout_rate=0.0, adaptive=False)
+    args.update(kwargs)
+    return ConformerEncoder((frames, 6), **args)
+
+
+@pytest.mark.parametrize("frames", [29, 30, 31, 33])
+def test_frame_count_not_a_multiple_of_4_is_zero_padded(frames):
+    rng = np.random.default_rng(frames)
+    model = _small_encoder(frames)
+    target = -(-frames // 4) * 4
+    assert model.get_layer("subsample_pad").output_shape == (None, target, 6, 1)
+    assert model.output_shape == (None, target // 4, 5)
+    reference = _small_encoder(target)
+    reference.set_weights(model.get_weights())
+    x = rng.standard_normal((2, frames, 6)).astype(np.float32)
+    padded = np.pad(x, ((0, 0), (0, target - frames), (0, 0)))
+    np.testing.assert_allclose(model(x).numpy(), reference(padded).numpy(), rtol=1e-5,
+                               atol=1e-5)
+
+
+def test_variable_length_with_any_frame_count_matches_each_utterance_alone():
+    rng = np.random.default_rng(7)
+    frames, lengths = 30, [30, 23, 17, 6]
+    model = _small_encoder(frames, variable_length=True)
+    x = rng.standard_normal((4, frames, 6)).astype(np.float32)
+    for i, length in enumerate(lengths):
+        x[i, length:] = 0.0
+    out = model(x).numpy()
+    assert out.shape == (4, 8, 5)
+    for i, length in enumerate(lengths):
+        real = -(-length // 4)
+        alone = _small_encoder(length, variable_length=True)
+        alone.set_weights(model.get_weights())
+        expected = alone(x[i:i + 1, :length]).numpy()[0]
+        assert expected.shape[0] == real
+        np.testing.assert_allclose(out[i, :real], expected, rtol=1e-5, atol=1e-5)
+        assert (out[i, real:, 0] == 0).all() and (out[i, real:, 1:] <= -1e3).all()
+    # The padding layer goes through pruning like any other layer.
+    adaptive = _small_encoder(frames, variable_length=True, adaptive=True,
+                              adaptive_subsampling=True,
+                              schedule=RetentionTargetSchedule(1.0, -1.0, 10))
+    for layer in adaptive.layers:
+        for adl in getattr(layer, "adaptive_dropout_sites", {}).values():
+            adl.retention_raw.assign(rng.choice([-1.0, 1.0], adl.retention_raw.shape) * 0.5)
+    pruned = prune(adaptive)
+    np.testing.assert_allclose(pruned(x).numpy(), adaptive(x).numpy(), rtol=1e-5, atol=1e-5)
