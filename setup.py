@@ -29,7 +29,7 @@ INSTALL_REQUIRES = [
     "tf-keras>=2.14.1",
     "tensorflow-probability>=0.22.1",
     "tensorflow-model-optimization>=0.7.5",
-    "keras-tuner>=1.4,<1.5",
+    "keras-tuner>=1.4.6,<1.5",
     # keras-tuner imports tensorboard's protos; TensorFlow >= 2.21 no longer pulls it in.
     "tensorboard",
     "numpy",

@@ -13,6 +13,17 @@ from keras_efficient.utils.validation import (
 __all__ = ["VariationalHead", "BottleneckDecoder"]
 
 
+
+
+class _GDN(GDN):
+    """The heads' GDN, under the class name their `.keras` files were saved with.
+
+    The `.keras` format stores a nested layer's variables under its class's
+    snake-case name. Heads saved before the library owned GDN used a subclass of
+    tensorflow-compression's GDN called `_GDN`; keeping the name (and the
+    (β, γ) variable order) lets those files load with identical outputs.
+    """
+
 def _int_tuple(name, value, low=1):
     if isinstance(value, bool) or isinstance(value, (int, float, str)) or value is None:
         raise invalid_argument(name, "a non-empty list of positive integers", value, TypeError)
@@ -91,7 +102,7 @@ class VariationalHead(keras.layers.Layer):
         for i, (f, s) in enumerate(zip(self.filters, self.strides)):
             self.convs.append(keras.layers.Conv2D(f, self.kernel_size, strides=s, padding="same",
                                                   name="conv{}".format(i)))
-            self.gdns.append(GDN(name="gdn{}".format(i)))
+            self.gdns.append(_GDN(name="gdn{}".format(i)))
         self.output_conv = keras.layers.Conv2D(2 * self.latent_channels, self.kernel_size,
                                                padding="same", name="posterior")
 
@@ -224,7 +235,7 @@ class BottleneckDecoder(keras.layers.Layer):
         for i, f in enumerate(self.filters):
             conv = keras.layers.Conv2D(f, self.kernel_size, strides=stride if i == 0 else 1,
                                        padding="same", name="conv{}".format(i))
-            gdn = GDN(name="gdn{}".format(i))
+            gdn = _GDN(name="gdn{}".format(i))
             conv.build(shape)
             shape = conv.compute_output_shape(shape)
             gdn.build(shape)
