@@ -8,6 +8,7 @@ Subpackages:
   split                                 -- split computing and early exit
   distribute                            -- CPU / GPU / IPU / multi-worker strategies
   models, data                          -- reference models and built-in data sets
+  saving                                -- `.keras` files of the TF 2.14 line; portable export
   tuning                                -- keras-tuner search spaces
   testing                               -- the layer contract harness
   experiments, cli                      -- `keras-efficient reproduce <experiment>`
@@ -21,7 +22,7 @@ from keras_efficient.version import __version__
 
 _SUBPACKAGES = (
     "backend", "callbacks", "cli", "data", "distribute", "experiments", "layers", "losses",
-    "models", "pruning", "schedules", "split", "testing", "training", "tuning", "utils",
+    "models", "pruning", "saving", "schedules", "split", "testing", "training", "tuning", "utils",
 )
 
 
