@@ -21,7 +21,13 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.data import make_ctc_sequences
-from keras_efficient.models import ConformerEncoder, CTCLoss, token_error_rate
+from keras_efficient.models import (
+    ConformerEncoder,
+    CTCLoss,
+    conformer_parameters,
+    size_conformer,
+    token_error_rate,
+)
 from keras_efficient.pruning import count_parameters, prune, surviving_units
 from keras_efficient.schedules import RetentionTargetSchedule
 
@@ -39,6 +45,9 @@ def _settings(ctx):
         "test_size": int(opts.get("test_size", 256 if quick else 1024)),
         "epochs": int(opts.get("epochs", 12 if quick else 40)),
         "batch_size": 32,
+        "feature_dim": int(opts.get("feature_dim", 16)),
+        "num_frames": 64,
+        "vocab_size": 10,
         "num_blocks": int(opts.get("num_blocks", 2 if quick else 4)),
         "model_dim": int(opts.get("model_dim", 64 if quick else 144)),
         "num_heads": 4,
@@ -57,20 +66,24 @@ def _settings(ctx):
 
 
 def _data(s, seed):
-    common = dict(vocab_size=10, max_label_length=6, feature_dim=16, num_frames=64, noise=0.6)
+    common = dict(vocab_size=s["vocab_size"], max_label_length=6, feature_dim=s["feature_dim"],
+                  num_frames=s["num_frames"], noise=0.6)
     train = make_ctc_sequences(s["train_size"], seed=seed, **common)
     test = make_ctc_sequences(s["test_size"], seed=seed + 1, **common)
     return train, test
 
 
-def _encoder(s, adaptive=False, schedule=None, num_blocks=None, model_dim=None, ffn_dim=None):
-    model_dim = model_dim or s["model_dim"]
-    return ConformerEncoder(
-        (64, 16), vocab_size=10, num_blocks=s["num_blocks"] if num_blocks is None else num_blocks,
-        model_dim=model_dim, num_heads=s["num_heads"],
-        ffn_dim=ffn_dim or s["ffn_multiplier"] * model_dim, kernel_size=s["kernel_size"],
-        dropout_rate=s["dropout_rate"], adaptive=adaptive, schedule=schedule, alpha=s["alpha"],
-        gamma=s["gamma"])
+def _reference(s):
+    """ConformerEncoder arguments of the dense baseline (the reference of the shrunk ones)."""
+    return dict(input_shape=(s["num_frames"], s["feature_dim"]), vocab_size=s["vocab_size"],
+                num_blocks=s["num_blocks"], model_dim=s["model_dim"], num_heads=s["num_heads"],
+                ffn_dim=s["ffn_multiplier"] * s["model_dim"], kernel_size=s["kernel_size"],
+                dropout_rate=s["dropout_rate"])
+
+
+def _encoder(s, adaptive=False, schedule=None):
+    return ConformerEncoder(adaptive=adaptive, schedule=schedule, alpha=s["alpha"],
+                            gamma=s["gamma"], **_reference(s))
 
 
 def _train(ctx, label, model, s, train, test):
@@ -85,22 +98,6 @@ def _train(ctx, label, model, s, train, test):
     ctx.log("{}: {} parameters, token error rate {:.4f}, {:.0f} s".format(
         label, model.count_params(), error, elapsed))
     return error, elapsed
-
-
-def _encoder_parameters(num_blocks, model_dim, ffn_dim, kernel_size, features=16, vocab=10):
-    """Closed-form parameter count of a dense `ConformerEncoder` (checked against Keras)."""
-    d, f = model_dim, model_dim
-    subsampling = (9 * f + f) + (9 * f * f + f) + ((features + 3) // 4) * f * d + d
-    ffn = 2 * d + 2 * d * ffn_dim + ffn_dim + d
-    attention = 2 * d + 4 * d * d + 4 * d
-    conv = 2 * d + (2 * d * d + 2 * d) + kernel_size * d + 4 * d + (d * d + d)
-    block = 2 * ffn + attention + conv + 2 * d
-    return subsampling + num_blocks * block + d * (vocab + 1) + vocab + 1
-
-
-def _closest(candidates, target, count):
-    """(candidate, parameters) whose parameter count is closest to `target`."""
-    return min(((c, count(c)) for c in candidates), key=lambda item: abs(item[1] - target))
 
 
 def _figure(rows, num_blocks):
@@ -134,11 +131,9 @@ def run(ctx):
 
     ctx.seed_everything(1)
     dense = _encoder(s)
-    size = dict(num_blocks=s["num_blocks"], model_dim=s["model_dim"],
-                ffn_dim=s["ffn_multiplier"] * s["model_dim"], kernel_size=s["kernel_size"])
-    if _encoder_parameters(**size) != dense.count_params():
+    if conformer_parameters(**_reference(s)) != dense.count_params():
         raise AssertionError("parameter formula {} != Keras count {}".format(
-            _encoder_parameters(**size), dense.count_params()))
+            conformer_parameters(**_reference(s)), dense.count_params()))
     dense_error, dense_time = _train(ctx, "dense", dense, s, train, test)
     results.append(["Dense baseline", dense.count_params(), dense_error, dense_time])
 
@@ -158,20 +153,15 @@ def run(ctx):
     results.append(["ADL (hard mask, before pruning)", counts["total"], adl_error, adl_time])
     results.append(["ADL pruned (proposed)", effective, pruned_error, 0.0])
 
-    heads = s["num_heads"]
-    shallow = _closest(range(1, s["num_blocks"] + 1), effective,
-                       lambda b: _encoder_parameters(**dict(size, num_blocks=b)))
-    narrow = _closest(range(heads, s["model_dim"] + 1, heads), effective,
-                      lambda d: _encoder_parameters(**dict(size, model_dim=d,
-                                                           ffn_dim=s["ffn_multiplier"] * d)))
-    narrow_ffn = _closest(range(8, size["ffn_dim"] + 1, 8), effective,
-                          lambda f: _encoder_parameters(**dict(size, ffn_dim=f)))
-    for offset, (label, kwargs) in enumerate((
-            ("Shallow (L={})".format(shallow[0]), dict(num_blocks=shallow[0])),
-            ("Narrow (D={})".format(narrow[0]), dict(model_dim=narrow[0])),
-            ("NarrowFFN (F={})".format(narrow_ffn[0]), dict(ffn_dim=narrow_ffn[0])))):
+    # Hand-shrunk baselines of about the pruned size; the closest size even when the
+    # pruned count is outside a kind's range (e.g. below one block), so strict=False.
+    for offset, (kind, label, key) in enumerate((("shallow", "Shallow (L={})", "num_blocks"),
+                                                 ("narrow", "Narrow (D={})", "model_dim"),
+                                                 ("narrow_ffn", "NarrowFFN (F={})", "ffn_dim"))):
+        kwargs = size_conformer(effective, kind, strict=False, **_reference(s))
+        label = label.format(kwargs[key])
         ctx.seed_everything(3 + offset)
-        model = _encoder(s, **kwargs)
+        model = ConformerEncoder(alpha=s["alpha"], gamma=s["gamma"], **kwargs)
         error, elapsed = _train(ctx, label, model, s, train, test)
         results.append([label, model.count_params(), error, elapsed])
 

@@ -3,8 +3,10 @@
 from keras_efficient.models.conformer_encoder import (
     ConformerEncoder,
     CTCLoss,
+    conformer_parameters,
     ctc_greedy_decode,
     ctc_labels_from_zero_based,
+    size_conformer,
     token_error_rate,
 )
 from keras_efficient.models.flow_vae import FlowVAE
@@ -22,8 +24,10 @@ from keras_efficient.models.rebel import ReBEL, split_functional_model
 __all__ = [
     "CTCLoss",
     "ConformerEncoder",
+    "conformer_parameters",
     "ctc_greedy_decode",
     "ctc_labels_from_zero_based",
+    "size_conformer",
     "token_error_rate",
     "ReBEL",
     "split_functional_model",

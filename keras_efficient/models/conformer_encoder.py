@@ -15,6 +15,7 @@ from keras_efficient.layers.conformer import ConformerBlock
 from keras_efficient.layers.padded_frames import CTCBlankPadding, SubsampledTimeMask
 from keras_efficient.utils.validation import (
     check_bool,
+    check_choice,
     check_float,
     check_int,
     invalid_argument,
@@ -23,8 +24,10 @@ from keras_efficient.utils.validation import (
 __all__ = [
     "ConformerEncoder",
     "CTCLoss",
+    "conformer_parameters",
     "ctc_greedy_decode",
     "ctc_labels_from_zero_based",
+    "size_conformer",
     "token_error_rate",
 ]
 
@@ -129,6 +132,98 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
     if variable_length:
         logits = CTCBlankPadding(name="ctc_blank_padding", dtype="float32")(logits)
     return keras.Model(inputs, logits, name=name)
+
+
+def conformer_parameters(input_shape, vocab_size, num_blocks=2, model_dim=64, ffn_dim=256,
+                         kernel_size=15, subsampling_filters=None, adaptive=False,
+                         adaptive_subsampling=False, **unused):
+    """The exact `count_params()` of a dense `ConformerEncoder` with these arguments.
+
+    A closed form, for any (frames, features): the front end has
+    10 f + 9 f² + f + ceil(features / 4) f D + D parameters (f = filters), each
+    block 2 (2D + 2DF + F + D) + (2D + 4D² + 4D) + (2D + 2D² + 2D + kD + 4D + D² + D) + 2D,
+    the CTC layer (V + 1)(D + 1). Arguments that do not change the count
+    (`num_heads`, `dropout_rate`, `variable_length`, ...) are accepted and
+    ignored, so `conformer_parameters(**size_conformer(...))` works. ADL weights
+    are not covered: use `keras_efficient.pruning.count_parameters` for an
+    adaptive model.
+    """
+    if adaptive or adaptive_subsampling:
+        raise ValueError("`conformer_parameters` counts dense encoders only (adaptive=False, "
+                         "adaptive_subsampling=False). Received: adaptive={}, adaptive_subsampling="
+                         "{}".format(adaptive, adaptive_subsampling))
+    if not isinstance(input_shape, (tuple, list)) or len(input_shape) != 2:
+        raise invalid_argument("input_shape", "a (frames, features) pair", input_shape)
+    features = check_int("input_shape[1]", input_shape[1], low=1)
+    d, ffn = check_int("model_dim", model_dim, low=1), check_int("ffn_dim", ffn_dim, low=1)
+    f = check_int("subsampling_filters", subsampling_filters or d, low=1)
+    k = check_int("kernel_size", kernel_size, low=1)
+    vocab = check_int("vocab_size", vocab_size, low=1)
+    front = (9 * f + f) + (9 * f * f + f) + -(-features // 4) * f * d + d
+    block = (2 * (2 * d + 2 * d * ffn + ffn + d) + (2 * d + 4 * d * d + 4 * d)
+             + (2 * d + 2 * d * d + 2 * d + k * d + 4 * d + d * d + d) + 2 * d)
+    blocks = check_int("num_blocks", num_blocks, low=0)
+    return front + blocks * block + (vocab + 1) * (d + 1)
+
+
+def size_conformer(target_parameters, kind, input_shape, vocab_size, num_blocks=2, model_dim=64,
+                   num_heads=4, ffn_dim=256, strict=True, **encoder_kwargs):
+    """Shrinks a dense `ConformerEncoder` by one dimension to about `target_parameters`.
+
+    The hand-shrunk baselines of Kubo et al. (Table 1): starting from the given
+    (reference) encoder arguments,
+
+    - `kind="shallow"`: fewer blocks, `num_blocks` in 1..num_blocks;
+    - `kind="narrow"`: a narrower model, `model_dim` in num_heads, 2 num_heads, ...,
+      model_dim, with `ffn_dim` scaled in proportion (and the subsampling
+      filters, unless `subsampling_filters` is given);
+    - `kind="narrow_ffn"`: narrower FFNs, `ffn_dim` in 8, 16, ..., ffn_dim.
+
+    The candidate whose exact count (`conformer_parameters`, equal to Keras's
+    `count_params()` for any input shape) is closest to the target is returned.
+    Tolerance: the count differs from the target by at most half the count
+    difference between the two neighbouring candidates (one block, `num_heads`
+    model units or 8 FFN units). With `strict=True` a target outside
+    [smallest candidate's count, reference count] raises `ValueError`; with
+    `strict=False` the nearest end of the range is returned.
+
+    Example:
+
+        kwargs = size_conformer(100_000, "narrow", (64, 40), vocab_size=10)
+        baseline = ConformerEncoder(**kwargs)   # about 100k parameters
+
+    Returns:
+      A dict of `ConformerEncoder` arguments (`adaptive=False`).
+    """
+    target = check_int("target_parameters", target_parameters, low=1)
+    kind = check_choice("kind", kind, ("shallow", "narrow", "narrow_ffn"))
+    num_heads = check_int("num_heads", num_heads, low=1)
+    ffn_dim = check_int("ffn_dim", ffn_dim, low=1)
+    for flag in ("adaptive", "adaptive_subsampling"):
+        if encoder_kwargs.get(flag):
+            raise invalid_argument(flag, "False (the shrunk baselines are dense)",
+                                   encoder_kwargs[flag])
+    base = dict(encoder_kwargs, input_shape=input_shape, vocab_size=vocab_size,
+                num_blocks=check_int("num_blocks", num_blocks, low=1),
+                model_dim=check_int("model_dim", model_dim, low=num_heads), num_heads=num_heads,
+                ffn_dim=ffn_dim, adaptive=False)
+    if kind == "shallow":
+        candidates = [dict(base, num_blocks=b) for b in range(1, num_blocks + 1)]
+    elif kind == "narrow":
+        candidates = [dict(base, model_dim=d, ffn_dim=max(1, round(ffn_dim * d / model_dim)))
+                      for d in range(num_heads, model_dim + 1, num_heads)]
+    else:
+        candidates = [dict(base, ffn_dim=f) for f in range(8, ffn_dim, 8)]
+    if not candidates or candidates[-1] != base:
+        candidates.append(base)  # the reference itself (model_dim or ffn_dim off the grid)
+    counts = [conformer_parameters(**c) for c in candidates]
+    low, high = counts[0], counts[-1]
+    if strict and not low <= target <= high:
+        raise invalid_argument(
+            "target_parameters", "a count from {} (the smallest {} encoder) to {} (the reference "
+            "encoder)".format(low, kind, high), target_parameters)
+    best = min(range(len(counts)), key=lambda i: (abs(counts[i] - target), -i))
+    return candidates[best]
 
 
 _CONVENTION = (
@@ -280,12 +375,13 @@ class CTCLoss(keras.losses.Loss):
     tokens are 1..V, 0 is the CTC blank and the padding value, and zeros may
     only be trailing padding (the label length is the number of non-zero
     entries). Labels that break it — a 0 inside a sequence (read as a blank),
-    negative padding such as -1 (counted as tokens) or a token above V (`y_pred` has V + 1 classes) — raise a
-    `ValueError` for eager inputs and fail a `tf.debugging` assertion
-    (`InvalidArgumentError`, same message) inside `tf.function` and `fit`.
-    TensorFlow drops assertions from XLA-compiled functions, so under
-    `jit_compile=True` labels are not checked. Convert 0-based labels padded
-    with -1 with `ctc_labels_from_zero_based`.
+    negative padding such as -1 (counted as tokens) or a token above V
+    (`y_pred` has V + 1 classes) — raise a `ValueError` for eager inputs and
+    fail a `tf.debugging` assertion (`InvalidArgumentError`, same message)
+    inside `tf.function` and `fit`. TensorFlow drops assertions from
+    XLA-compiled functions, so under `jit_compile=True` labels are not
+    checked. Convert 0-based labels padded with -1 with
+    `ctc_labels_from_zero_based`.
 
     y_pred: logits [batch, frames, V + 1]; every frame is used (padded frames of
     a `variable_length` encoder are certain blanks, which leaves the loss exact).

@@ -4,15 +4,14 @@ import os
 import pytest
 
 from keras_efficient.experiments import run_experiment
-from keras_efficient.experiments.adaptive_dropout import _encoder_parameters
-from keras_efficient.models import ConformerEncoder
+from keras_efficient.models import ConformerEncoder, conformer_parameters
 
 
 @pytest.mark.parametrize("blocks,dim,ffn,kernel", [(1, 16, 24, 3), (2, 12, 48, 7)])
 def test_parameter_formula_used_for_hand_shrunk_baselines(blocks, dim, ffn, kernel):
     model = ConformerEncoder((64, 16), vocab_size=10, num_blocks=blocks, model_dim=dim,
                              num_heads=4, ffn_dim=ffn, kernel_size=kernel, adaptive=False)
-    assert _encoder_parameters(blocks, dim, ffn, kernel) == model.count_params()
+    assert conformer_parameters((64, 16), 10, blocks, dim, ffn, kernel) == model.count_params()
 
 
 @pytest.mark.slow

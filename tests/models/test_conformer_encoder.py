@@ -11,8 +11,10 @@ from keras_efficient.schedules import RetentionTargetSchedule
 from keras_efficient.models import (
     ConformerEncoder,
     CTCLoss,
+    conformer_parameters,
     ctc_greedy_decode,
     ctc_labels_from_zero_based,
+    size_conformer,
     token_error_rate,
 )
 
@@ -203,3 +205,62 @@ def test_variable_length_with_any_frame_count_matches_each_utterance_alone():
             adl.retention_raw.assign(rng.choice([-1.0, 1.0], adl.retention_raw.shape) * 0.5)
     pruned = prune(adaptive)
     np.testing.assert_allclose(pruned(x).numpy(), adaptive(x).numpy(), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("features", [16, 40, 80])
+@pytest.mark.parametrize("kwargs", [
+    dict(num_blocks=2, model_dim=32, ffn_dim=128, kernel_size=7),
+    dict(num_blocks=1, model_dim=24, ffn_dim=60, kernel_size=3, subsampling_filters=8),
+])
+def test_conformer_parameters_equals_count_params_for_any_feature_size(features, kwargs):
+    model = ConformerEncoder((30, features), vocab_size=7, num_heads=4, adaptive=False, **kwargs)
+    assert conformer_parameters((30, features), 7, **kwargs) == model.count_params()
+
+
+@pytest.mark.parametrize("features", [16, 40, 80])
+@pytest.mark.parametrize("kind,key,step", [("shallow", "num_blocks", 1),
+                                           ("narrow", "model_dim", 4),
+                                           ("narrow_ffn", "ffn_dim", 8)])
+def test_size_conformer_builds_the_requested_size(features, kind, key, step):
+    reference = dict(input_shape=(32, features), vocab_size=10, num_blocks=3, model_dim=32,
+                     num_heads=4, ffn_dim=128, kernel_size=7)
+    full = ConformerEncoder(adaptive=False, **reference).count_params()
+    smallest = conformer_parameters(**dict(reference, **{key: step},
+                                           **({"ffn_dim": 16} if kind == "narrow" else {})))
+    target = int(smallest + 0.37 * (full - smallest))
+    sized = size_conformer(target, kind, **reference)
+    assert sized["adaptive"] is False
+    assert {k: v for k, v in sized.items() if k not in (key, "ffn_dim", "adaptive")} == {
+        k: v for k, v in reference.items() if k not in (key, "ffn_dim")}
+    count = ConformerEncoder(**sized).count_params()
+    assert count == conformer_parameters(**sized)
+    # Documented tolerance: at most half the count step to the neighbouring sizes.
+    value = sized[key]
+    neighbours = [dict(sized, **{key: v}) for v in (value - step, value + step)]
+    if kind == "narrow":
+        for n in neighbours:
+            n["ffn_dim"] = 4 * n["model_dim"]
+    gaps = [abs(conformer_parameters(**n) - count) for n in neighbours if n[key] >= step]
+    assert abs(count - target) <= max(gaps) / 2
+    if kind != "shallow":  # fine-grained kinds land within 5% of the request
+        assert abs(count - target) <= 0.05 * target
+
+
+@pytest.mark.parametrize("args,name", [
+    (dict(target_parameters=0), "target_parameters"),
+    (dict(target_parameters=10), "target_parameters"),          # below the smallest size
+    (dict(target_parameters=10 ** 9), "target_parameters"),     # above the reference
+    (dict(kind="wide"), "kind"),
+    (dict(adaptive=True), "adaptive"),
+])
+def test_size_conformer_invalid_arguments(args, name):
+    kwargs = dict(target_parameters=50_000, kind="narrow", input_shape=(32, 16), vocab_size=5)
+    kwargs.update(args)
+    with pytest.raises(ValueError, match="`?{}".format(name)):
+        conformer_parameters(**size_conformer(**kwargs))
+
+
+def test_size_conformer_not_strict_returns_the_nearest_end():
+    reference = dict(input_shape=(32, 16), vocab_size=5, num_blocks=2)
+    assert size_conformer(10, "shallow", strict=False, **reference)["num_blocks"] == 1
+    assert size_conformer(10 ** 9, "shallow", strict=False, **reference)["num_blocks"] == 2
