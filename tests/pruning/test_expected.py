@@ -208,7 +208,7 @@ FEATURES, FILTERS, FRAMES = 10, 6, 16
 def _encoder():
     return ConformerEncoder((FRAMES, FEATURES), vocab_size=3, num_blocks=2, model_dim=D,
                             num_heads=HEADS, ffn_dim=FFN, kernel_size=KERNEL,
-                            subsampling_filters=FILTERS,
+                            subsampling_filters=FILTERS, adaptive=True,
                             schedule=RetentionTargetSchedule(1.0, -1.0, 10),
                             adaptive_subsampling=True)
 
