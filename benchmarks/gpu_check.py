@@ -58,14 +58,15 @@ from _timing import interleaved_medians, machine_info  # noqa: E402  (beside thi
 PHASES = ("galaxy", "mixed", "adl")
 VARIANTS = ("deterministic", "flipout", "reparameterization")
 
-# steps: train steps per timed block; budgets: seconds per phase, warm-up included.
+# *_steps: train steps per timed block; budgets: seconds per phase, warm-up included
+# (tiny: sized for a busy 2-core CPU, where mixed_float16 takes seconds per step).
 SIZES = {
-    "default": dict(galaxies=128, galaxy_batch=64, galaxy_steps=20, layer_batch=256,
-                    preset="conformer_l", block_shape=None, adl_steps=10, repeats=5,
-                    budgets=dict(galaxy=90, mixed=60, adl=100)),
-    "tiny": dict(galaxies=8, galaxy_batch=4, galaxy_steps=2, layer_batch=32, preset="small",
-                 block_shape=(2, 16), adl_steps=2, repeats=2,
-                 budgets=dict(galaxy=60, mixed=40, adl=120)),
+    "default": dict(galaxies=128, galaxy_batch=64, galaxy_steps=20, mixed_steps=20,
+                    layer_batch=256, preset="conformer_l", block_shape=None, adl_steps=10,
+                    repeats=5, budgets=dict(galaxy=90, mixed=60, adl=100)),
+    "tiny": dict(galaxies=8, galaxy_batch=4, galaxy_steps=2, mixed_steps=1, layer_batch=32,
+                 preset="small", block_shape=(2, 16), adl_steps=2, repeats=2,
+                 budgets=dict(galaxy=60, mixed=90, adl=120)),
 }
 
 _T0 = time.perf_counter()
@@ -288,7 +289,7 @@ def phase_mixed(args, sizes, deadline):
     x, y, source = _galaxy_data(sizes["galaxies"], args)
     gpus, cpus = _devices()
     strategy = tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
-    batch, steps = sizes["galaxy_batch"], sizes["galaxy_steps"]
+    batch, steps = sizes["galaxy_batch"], sizes["mixed_steps"]
     previous = keras.mixed_precision.global_policy()
     fns, losses, models = {}, {}, {}
     for policy in ("float32", "mixed_float16"):
@@ -474,14 +475,17 @@ def main():
     parser.add_argument("--repeats", type=int, default=None, help="most timed rounds per phase")
     parser.add_argument("--grace", type=float, default=60.0,
                         help="seconds past a phase's budget before the watchdog stops it")
-    parser.add_argument("--max-seconds", type=float, default=480.0,
-                        help="the watchdog stops any phase still running this long after start")
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="the watchdog stops any phase still running this long after start "
+                        "(default 480 on a GPU, 900 with --allow-cpu)")
     parser.add_argument("--galaxy-variant", choices=VARIANTS, default="deterministic")
     parser.add_argument("--data", choices=("auto", "galsim", "random"), default="auto")
     parser.add_argument("--cache-dir", default=None, help="cache of the rendered galaxies")
     args = parser.parse_args()
     if args.dry_run:
         args.tiny = args.allow_cpu = True
+    if args.max_seconds is None:
+        args.max_seconds = 900.0 if args.allow_cpu else 480.0
     phases = [p for p in args.phases.split(",") if p]
     for p in phases:
         if p not in PHASES:
