@@ -23,6 +23,7 @@ from keras_efficient.backend import keras, tf
 from keras_efficient.layers import AdaptiveDropout
 from keras_efficient.models import ConformerEncoder
 from keras_efficient.pruning import count_parameters, prune
+from keras_efficient.schedules import RetentionTargetSchedule
 
 from _timing import interleaved_medians, machine_info  # beside this script
 
@@ -62,7 +63,8 @@ def _conformer_rows(fractions, rng, repeats, adaptive_subsampling=False):
     models = {"dense": ConformerEncoder((256, 16), vocab_size=10, adaptive=False, **kwargs)}
     effective = {}
     for fraction in (0.0,) + tuple(fractions):
-        model = ConformerEncoder((256, 16), vocab_size=10,
+        model = ConformerEncoder((256, 16), vocab_size=10, adaptive=True,
+                                 schedule=RetentionTargetSchedule(),
                                  adaptive_subsampling=adaptive_subsampling, **kwargs)
         for adl in _adls(model):
             _set_keep(adl, fraction, rng)

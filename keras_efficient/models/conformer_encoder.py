@@ -34,7 +34,7 @@ __all__ = [
 
 def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_heads=4,
                      ffn_dim=256, kernel_size=15, dropout_rate=0.1, subsampling_filters=None,
-                     adaptive=True, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
+                     adaptive=False, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
                      inference="hard", seed=None, variable_length=False,
                      adaptive_subsampling=False, name="conformer_encoder"):
     """Builds a Conformer encoder with a CTC output layer as a functional model.
@@ -56,8 +56,20 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
       num_blocks, model_dim, num_heads, ffn_dim, kernel_size, dropout_rate:
         the Conformer size (see `ConformerBlock`).
       subsampling_filters: channels of the subsampling convolutions (default model_dim).
-      adaptive, schedule, alpha, gamma, threshold, inference, seed: the
-        AdaptiveDropout sites of every block (see `ConformerBlock`).
+      adaptive: put the paper's AdaptiveDropout sites in every block (see
+        `ConformerBlock`). Default False: a dense encoder.
+      schedule: the retention target c(t) of the sites, required when `adaptive`
+        or `adaptive_subsampling` is True (and refused otherwise, where it would
+        have no effect): a `RetentionTargetSchedule` whose `decay_steps` is sized
+        to the training run (the paper decays over about 60% of the steps; the
+        layer default K = 100000 would leave a short run far from c_inf, most
+        units neither kept nor pruned). To end at a parameter count instead,
+        build with such a schedule and attach
+        `keras_efficient.pruning.parameter_budget(model, target_fraction)`: the
+        budget keeps the schedule (its c(t) is the warm-up, its `final_target`
+        the end target and its `decay_steps` the default settle step) and adds
+        its loss on top. There is no schedule-less budget mode.
+      alpha, gamma, threshold, inference, seed: the AdaptiveDropout arguments.
       variable_length: utterances shorter than `frames` are padded with all-zero
         frames at the end. `SubsampledTimeMask` layers derive each utterance's
         length (last non-zero frame), subsample it like the front end (ceil(L/2)
@@ -94,6 +106,23 @@ def ConformerEncoder(input_shape, vocab_size, num_blocks=2, model_dim=64, num_he
     filters = check_int("subsampling_filters", subsampling_filters or model_dim, low=1)
     variable_length = check_bool("variable_length", variable_length)
     adaptive_subsampling = check_bool("adaptive_subsampling", adaptive_subsampling)
+    adaptive = check_bool("adaptive", adaptive)
+    if (adaptive or adaptive_subsampling) and schedule is None:
+        raise ValueError(
+            "ConformerEncoder(adaptive={}, adaptive_subsampling={}) needs a retention target "
+            "schedule sized to the training run: pass schedule=RetentionTargetSchedule("
+            "initial_target, final_target, decay_steps) with decay_steps about 60% of the "
+            "training steps (keras_efficient.schedules; there is no default, the layers' "
+            "decay_steps=100000 suits only very long runs). To train to a parameter count, pass "
+            "such a schedule and attach keras_efficient.pruning.parameter_budget(model, "
+            "target_fraction) to the built model. Received: schedule=None".format(
+                adaptive, adaptive_subsampling))
+    if schedule is not None and not (adaptive or adaptive_subsampling):
+        raise ValueError(
+            "Invalid value received for argument `schedule`. It is only used by adaptive "
+            "dropout sites: pass adaptive=True (the default is now False) or "
+            "adaptive_subsampling=True, or leave schedule=None for a dense encoder. Received: "
+            "schedule={!r}".format(schedule))
 
     def front_end_site(x, index):
         if not adaptive_subsampling:

@@ -14,6 +14,7 @@ from keras_efficient.backend import keras, tf
 from keras_efficient.layers import CTCBlankPadding, SubsampledTimeMask
 from keras_efficient.models import ConformerEncoder, CTCLoss, ctc_greedy_decode
 from keras_efficient.pruning import prune
+from keras_efficient.schedules import RetentionTargetSchedule
 from keras_efficient.testing import run_layer_test
 
 
@@ -77,7 +78,8 @@ def test_invalid_arguments(cls, kwargs, error, name):
 def _encoder(frames, seed=0):
     return ConformerEncoder((frames, 6), vocab_size=4, num_blocks=2, model_dim=16, num_heads=2,
                             ffn_dim=24, kernel_size=5, dropout_rate=0.0, seed=seed,
-                            variable_length=True)
+                            variable_length=True, adaptive=True,
+                            schedule=RetentionTargetSchedule())
 
 
 def _randomise(model, rng):

@@ -37,7 +37,8 @@ def test_greedy_decode_and_token_error_rate():
 
 def test_encoder_structure_and_shapes():
     model = ConformerEncoder((32, 8), vocab_size=5, num_blocks=2, model_dim=16, num_heads=2,
-                             ffn_dim=24, kernel_size=3)
+                             ffn_dim=24, kernel_size=3, adaptive=True,
+                             schedule=RetentionTargetSchedule(1.0, -1.0, 10))
     assert model.output_shape == (None, 8, 6)
     blocks = [layer for layer in model.layers if isinstance(layer, ConformerBlock)]
     assert [b.name for b in blocks] == ["conformer_block_0", "conformer_block_1"]
@@ -264,3 +265,33 @@ def test_size_conformer_not_strict_returns_the_nearest_end():
     reference = dict(input_shape=(32, 16), vocab_size=5, num_blocks=2)
     assert size_conformer(10, "shallow", strict=False, **reference)["num_blocks"] == 1
     assert size_conformer(10 ** 9, "shallow", strict=False, **reference)["num_blocks"] == 2
+
+
+def test_encoder_is_dense_by_default_and_adaptive_needs_a_schedule():
+    args = dict(input_shape=(16, 6), vocab_size=3, num_blocks=1, model_dim=8, num_heads=2,
+                ffn_dim=8, kernel_size=3)
+    dense = ConformerEncoder(**args)
+    assert not dense.get_layer("conformer_block_0").adaptive and not dense.losses
+    for flags in (dict(adaptive=True), dict(adaptive_subsampling=True)):
+        with pytest.raises(ValueError, match="needs a retention target schedule sized to the "
+                                             "training run: pass schedule=RetentionTarget"
+                                             "Schedule.*parameter_budget"):
+            ConformerEncoder(**args, **flags)
+    with pytest.raises(ValueError, match="argument `schedule`.*pass adaptive=True"):
+        ConformerEncoder(**args, schedule=RetentionTargetSchedule(1.0, -1.0, 10))
+    schedule = RetentionTargetSchedule(10.0, -2.0, 30)
+    model = ConformerEncoder(**args, adaptive=True, schedule=schedule)
+    sites = model.get_layer("conformer_block_0").adaptive_dropout_sites
+    assert len(sites) == 5 and all(adl.schedule.decay_steps == 30 for adl in sites.values())
+
+
+def test_adaptive_encoder_takes_a_parameter_budget():
+    try:
+        from keras_efficient.pruning import parameter_budget
+    except ImportError:
+        pytest.skip("keras_efficient.pruning.parameter_budget is not in this checkout")
+    model = ConformerEncoder((16, 6), vocab_size=3, num_blocks=1, model_dim=8, num_heads=2,
+                             ffn_dim=8, kernel_size=3, adaptive=True,
+                             schedule=RetentionTargetSchedule(10.0, -2.0, 30))
+    budget = parameter_budget(model, 0.7)
+    assert budget.settle_step == 30  # the schedule's decay_steps

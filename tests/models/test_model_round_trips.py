@@ -16,6 +16,7 @@ from keras_efficient.models import (
     stochastic_depth_resnet,
 )
 from keras_efficient.pruning import prune
+from keras_efficient.schedules import RetentionTargetSchedule
 
 
 def _perturb(model, seed=0):
@@ -29,7 +30,8 @@ def _perturb(model, seed=0):
 
 def _conformer(**kwargs):
     return ConformerEncoder((16, 6), vocab_size=5, num_blocks=1, model_dim=16, num_heads=2,
-                            ffn_dim=24, kernel_size=3, **kwargs)
+                            ffn_dim=24, kernel_size=3, adaptive=True,
+                            schedule=RetentionTargetSchedule(), **kwargs)
 
 
 def _pruned_conformer():

@@ -178,7 +178,7 @@ def test_conformer_prune_equal_outputs_and_exact_counts():
 def test_pruned_encoder_saves_and_converts_to_tflite(tmp_path):
     rng = np.random.default_rng(2)
     model = ConformerEncoder((16, 6), vocab_size=4, num_blocks=1, model_dim=D, num_heads=H,
-                             ffn_dim=F, kernel_size=K,
+                             ffn_dim=F, kernel_size=K, adaptive=True,
                              schedule=RetentionTargetSchedule(1.0, -1.0, 10))
     _randomise_weights(model, rng)
     for adl in model.get_layer("conformer_block_0").adaptive_dropout_sites.values():

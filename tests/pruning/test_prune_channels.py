@@ -99,7 +99,7 @@ def test_encoder_front_end_sites_are_pruned(variable_length):
     features, filters, dim = 10, 6, 8
     model = ConformerEncoder((16, features), vocab_size=3, num_blocks=1, model_dim=dim,
                              num_heads=2, ffn_dim=12, kernel_size=3, subsampling_filters=filters,
-                             schedule=RetentionTargetSchedule(1.0, -1.0, 10),
+                             adaptive=True, schedule=RetentionTargetSchedule(1.0, -1.0, 10),
                              variable_length=variable_length, adaptive_subsampling=True)
     _randomise_weights(model, rng)
     block = model.get_layer("conformer_block_0")
