@@ -3,7 +3,12 @@
   keras-efficient info
   keras-efficient list
   keras-efficient reproduce <experiment> [--quick] [--out DIR] [--seed N] [--dataset NAME]
-                            [--option KEY=VALUE]
+                            [--option KEY=VALUE [KEY=VALUE ...]]
+  keras-efficient reproduce <experiment> --help   # the experiment's options and defaults
+
+`--option` keys and values are checked against the experiment's declared options
+before anything runs; an unknown key or a bad value exits with status 2 and a
+message listing the valid keys.
 """
 
 import argparse
@@ -25,10 +30,14 @@ def build_parser():
     sub.add_parser("info", help="print versions, devices found and the strategy 'auto' picks")
     sub.add_parser("list", help="list the registered experiments")
     rep = sub.add_parser(
-        "reproduce", help="run a registered experiment and write a report",
+        "reproduce", help="run a registered experiment and write a report", add_help=False,
         description="Runs a registered experiment, prints progress, and writes report.md, "
                     "metrics.json and PNG plots into --out.")
-    rep.add_argument("experiment", help="experiment name (see `keras-efficient list`)")
+    rep.set_defaults(reproduce_parser=rep)
+    # --help is handled in main(): after the experiment's name it lists its options.
+    rep.add_argument("-h", "--help", action="store_true",
+                     help="show this help, and with an experiment its options and defaults")
+    rep.add_argument("experiment", nargs="?", help="experiment name (see `keras-efficient list`)")
     rep.add_argument("--quick", action="store_true",
                      help="a reduced run that takes minutes on 2 CPU cores")
     rep.add_argument("--out", default=None, help="output directory (default: runs/<experiment>)")
@@ -36,14 +45,15 @@ def build_parser():
     rep.add_argument("--dataset", default=None, choices=("digits", "cifar10", "cifar100"),
                      help="image data set for the image experiments (e2-train, rebel, resnet-digits); "
                           "default: digits (built in); cifar10/100 are downloaded on first use")
-    rep.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                     help="experiment-specific option, repeatable (e.g. --option dataset=cifar100)")
+    rep.add_argument("--option", action="append", nargs="+", default=[], metavar="KEY=VALUE",
+                     help="experiment-specific options, repeatable (e.g. --option epochs=3 "
+                          "depth=14); `reproduce NAME --help` lists them")
     return parser
 
 
-def _parse_options(items):
+def _parse_options(groups):
     options = {}
-    for item in items:
+    for item in (item for group in groups for item in group):
         if "=" not in item:
             raise SystemExit("--option expects KEY=VALUE, got {!r}".format(item))
         key, value = item.split("=", 1)
@@ -112,18 +122,42 @@ def main(argv=None, stream=None):
         return _info(stream)
     if args.command == "list":
         return _list(stream)
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from keras_efficient.experiments import available_experiments, run_experiment
+    return _reproduce(args, stream)
 
-    if args.experiment not in available_experiments():
-        known = ", ".join(sorted(available_experiments()))
+
+def _reproduce(args, stream):
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    from keras_efficient import experiments
+    from keras_efficient.experiments.context import OptionError, describe_options
+    from keras_efficient.experiments.registry import experiment_options
+    from keras_efficient.experiments.runner import check_options
+
+    known = ", ".join(sorted(experiments.available_experiments()))
+    if args.experiment is None:
+        if not args.help:
+            args.reproduce_parser.error("the following arguments are required: experiment")
+        stream.write(args.reproduce_parser.format_help())
+        stream.write("\nexperiments: {}\n`keras-efficient reproduce NAME --help` lists the "
+                     "options of one.\n".format(known))
+        return 0
+    if args.experiment not in experiments.available_experiments():
         stream.write("Unknown experiment {!r}. Available: {}\n".format(args.experiment, known))
         return 2
+    if args.help:
+        stream.write(args.reproduce_parser.format_help())
+        stream.write("\noptions of {} (--option KEY=VALUE):\n".format(args.experiment))
+        stream.write(describe_options(experiment_options(args.experiment)))
+        return 0
     options = _parse_options(args.option)
     if args.dataset is not None:
         options["dataset"] = args.dataset
-    run_experiment(args.experiment, quick=args.quick, seed=args.seed, out_dir=args.out,
-                   options=options, stream=stream)
+    try:
+        check_options(args.experiment, options, quick=args.quick)
+    except OptionError as error:
+        stream.write("keras-efficient reproduce: {}\n".format(error))
+        return 2
+    experiments.run_experiment(args.experiment, quick=args.quick, seed=args.seed,
+                               out_dir=args.out, options=options, stream=stream)
     return 0
 
 

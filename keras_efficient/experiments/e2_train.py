@@ -21,6 +21,8 @@ from the Horowitz (ISSCC 2014, 45 nm) per-operation table, not measurements;
 wall time is measured on this machine's CPU, where int8 arithmetic is emulated in
 float32, so PSG costs time here. All runs use the same epoch-wise cosine learning
 rate (a function of the nominal epoch, so SMD keeps the protocol).
+
+Options: `keras-efficient reproduce e2-train --help`.
 """
 
 import math
@@ -30,7 +32,21 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.callbacks import ComputeMeter, StochasticWeightAveraging
-from keras_efficient.data import DropCounter, drop_minibatches, load_images, smd_steps_per_epoch
+from keras_efficient.data import (
+    DATASETS,
+    DropCounter,
+    drop_minibatches,
+    load_images,
+    smd_steps_per_epoch,
+)
+from keras_efficient.experiments.context import (
+    Option,
+    choice,
+    integer,
+    number,
+    resnet_depth,
+    subset,
+)
 from keras_efficient.models import cifar_resnet, gated_resnet, stochastic_depth_resnet
 from keras_efficient.training import convert_to_psg
 
@@ -39,37 +55,50 @@ DESCRIPTION = ("E2-Train on the built-in digits: SMB, SMD, SD, SLU, SLU+SMD and 
 
 VARIANTS = ("SMB", "SMD", "SD", "SLU", "SLU+SMD", "E2-Train")
 
+OPTIONS = {
+    "dataset": Option(choice(*DATASETS), default="digits",
+                      help="image data set; cifar10/cifar100 are downloaded on first use"),
+    "variants": Option(subset(*VARIANTS), default=VARIANTS,
+                       help="variants to run; SMB, the reference, is always added"),
+    "depth": Option(resnet_depth(), default=20, quick=14, help="depth of the CIFAR ResNets"),
+    "base_filters": Option(integer(low=1), default=16, quick=8,
+                           help="filters of the first stage (doubled at each later stage)"),
+    "epochs": Option(integer(low=1), default=30, quick=6,
+                     help="epochs of the SMB run (the SMD variants run 4/3 as many)"),
+    "batch_size": Option(integer(low=1), default=64, help="training batch size"),
+    "lr": Option(number(low=0.0, low_inclusive=False), default=0.05,
+                 help="peak learning rate (cosine decay over the epochs)"),
+    "psg_lr": Option(number(low=0.0, low_inclusive=False), default=0.003,
+                     help="peak learning rate of the E2-Train (PSG) variant"),
+    "drop_rate": Option(number(low=0.0, high=1.0, high_inclusive=False), default=0.5,
+                        help="SMD: share of the mini-batches dropped"),
+    "flops_weight": Option(number(low=0.0), default=0.4,
+                           help="SLU: weight of the FLOPs regulariser (alpha of Eq. 1)"),
+    "final_survival": Option(number(low=0.0, high=1.0, low_inclusive=False), default=0.5,
+                             help="SD: survival probability of the last block (p_L)"),
+    "beta": Option(number(low=0.0, high=1.0), default=0.05,
+                   help="PSG: threshold of the predicted gradient (beta)"),
+    "train_size": Option(integer(low=1), default=None,
+                         help="train on the first N training images only (unset: all)"),
+    "test_size": Option(integer(low=1), default=None,
+                        help="evaluate on the first N test images only (unset: all)"),
+}
+
+_SETTINGS = ("depth", "base_filters", "epochs", "batch_size", "lr", "psg_lr", "drop_rate",
+             "flops_weight", "final_survival", "beta", "dataset", "train_size", "test_size")
+
 
 def _variants(ctx):
-    chosen = ctx.options.get("variants")
-    if not chosen:
-        return VARIANTS
-    names = [v.strip() for v in chosen.split(",")]
-    unknown = [v for v in names if v not in VARIANTS]
-    if unknown:
-        raise ValueError("Unknown variants {}; choose from {}".format(unknown, VARIANTS))
+    names = list(ctx.option("variants"))
     if "SMB" not in names:
         names.insert(0, "SMB")
     return tuple(names)
 
 
 def _settings(ctx):
-    quick = ctx.quick
-    opt = ctx.options
-    return {
-        "depth": int(opt.get("depth", 14 if quick else 20)),
-        "base_filters": int(opt.get("base_filters", 8 if quick else 16)),
-        "epochs": int(opt.get("epochs", 6 if quick else 30)),
-        "batch_size": int(opt.get("batch_size", 64)),
-        "lr": float(opt.get("lr", 0.05)),
-        "psg_lr": float(opt.get("psg_lr", 0.003)),
-        "drop_rate": float(opt.get("drop_rate", 0.5)),
-        "flops_weight": float(opt.get("flops_weight", 0.4)),
-        "final_survival": float(opt.get("final_survival", 0.5)),
-        "beta": float(opt.get("beta", 0.05)),
-        "dataset": str(opt.get("dataset", "digits")),
-        "num_classes": 10,
-    }
+    settings = {key: ctx.option(key) for key in _SETTINGS}
+    settings["num_classes"] = 10
+    return settings
 
 
 def _cosine(base, epochs):
@@ -143,8 +172,10 @@ def run_variant(variant, data, s, seed, progress=None):
 
 def run(ctx):
     s = _settings(ctx)
-    data = load_images(s["dataset"])  # "digits" (default), "cifar10", "cifar100"
-    s["num_classes"] = int(max(data[0][1].max(), data[1][1].max())) + 1
+    (x_train, y_train), (x_test, y_test) = load_images(s["dataset"])
+    s["num_classes"] = int(max(y_train.max(), y_test.max())) + 1
+    train_size, test_size = s["train_size"], s["test_size"]
+    data = ((x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]))
     ctx.log("settings {}".format(s))
     results = {}
     variants = _variants(ctx)

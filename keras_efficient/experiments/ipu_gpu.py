@@ -8,9 +8,7 @@ when there are two. Fig. 4 analog: FlowVAE image generation time vs the number
 of images. The data are GalSim-rendered LSST-like galaxies (64x64x6), cached in
 `<out>/galaxy_cache` (option `cache_dir`).
 
-Options (`--option key=value`): num_galaxies, epochs, warmup_epochs,
-batch_sizes, bnn_batch_sizes (comma-separated), vae_images (comma-separated),
-vae_repeats, image_size, cache_dir, devices (comma-separated kinds).
+Options (`--option key=value`): `keras-efficient reproduce ipu-gpu --help`.
 """
 
 import os
@@ -21,6 +19,7 @@ import numpy as np
 from keras_efficient.backend import keras, tf
 from keras_efficient.data.galaxies import BANDS, make_galaxies, sky_per_pixel
 from keras_efficient.distribute import describe_devices, get_strategy, static_batches
+from keras_efficient.experiments.context import Option, integer, integers, parser, subset, text
 from keras_efficient.losses.negative_log_likelihood import NegativeLogLikelihood
 from keras_efficient.models.flow_vae import FlowVAE
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator
@@ -30,29 +29,45 @@ DESCRIPTION = ("Training time vs batch size of the deterministic and Bayesian ga
                "(Figs. 2-4 analogs).")
 
 
-def _ints(value):
-    if isinstance(value, (list, tuple)):
-        return [int(v) for v in value]
-    return [int(v) for v in str(value).split(",") if v.strip()]
+def _image_size():
+    one = integer(low=16)
+
+    @parser("a multiple of 16, >= 16 (the FlowVAE halves the stamp four times)")
+    def parse(value):
+        size = one(value)
+        if size % 16:
+            raise ValueError(value)
+        return size
+    return parse
+
+
+OPTIONS = {
+    "num_galaxies": Option(integer(low=1), default=1000, quick=56,
+                           help="galaxies rendered with GalSim (cached in cache_dir)"),
+    "image_size": Option(_image_size(), default=64,
+                         help="galaxy stamp size in pixels (64 in the paper)"),
+    "epochs": Option(integer(low=1), default=10, quick=1, help="timed training epochs"),
+    "warmup_epochs": Option(integer(low=0), default=2, quick=1,
+                            help="untimed epochs before the timed ones (tracing, caches)"),
+    "batch_sizes": Option(integers(low=1), default=(2, 4, 6, 8, 10, 12, 14, 32, 64),
+                          quick=(2, 4, 8, 14), help="batch sizes of the deterministic estimator"),
+    "bnn_batch_sizes": Option(integers(low=1), default=(2, 4, 6, 8, 16, 32), quick=(2, 4, 8),
+                              help="batch sizes of the Bayesian estimator"),
+    "vae_images": Option(integers(low=1), default=(1, 10, 100, 1000, 5000),
+                         quick=(1, 10, 100, 500), help="numbers of images the FlowVAE generates"),
+    "vae_repeats": Option(integer(low=1), default=5, quick=3,
+                          help="timed generations per number of images (the median is reported)"),
+    "cache_dir": Option(text(), default=None,
+                        help="where rendered galaxies are cached (unset: <out>/galaxy_cache)"),
+    "devices": Option(subset("cpu", "gpu", "ipu"), default=None,
+                      help="device kinds to benchmark, among those found (unset: all found)"),
+}
 
 
 def _settings(ctx):
-    quick, opts = ctx.quick, ctx.options
-    return {
-        "num_galaxies": int(opts.get("num_galaxies", 56 if quick else 1000)),
-        "epochs": int(opts.get("epochs", 1 if quick else 10)),
-        "warmup_epochs": int(opts.get("warmup_epochs", 1 if quick else 2)),
-        "batch_sizes": _ints(opts.get("batch_sizes", "2,4,8,14" if quick
-                                      else "2,4,6,8,10,12,14,32,64")),
-        "bnn_batch_sizes": _ints(opts.get("bnn_batch_sizes", "2,4,8" if quick
-                                          else "2,4,6,8,16,32")),
-        "vae_images": _ints(opts.get("vae_images", "1,10,100,500" if quick
-                                     else "1,10,100,1000,5000")),
-        "vae_repeats": int(opts.get("vae_repeats", 3 if quick else 5)),
-        "image_size": int(opts.get("image_size", 64)),
-        "cache_dir": opts.get("cache_dir", os.path.join(ctx.out_dir, "galaxy_cache")),
-        "devices": opts.get("devices"),
-    }
+    s = {key: ctx.option(key) for key in OPTIONS}
+    s["cache_dir"] = s["cache_dir"] or os.path.join(ctx.out_dir, "galaxy_cache")
+    return s
 
 
 def _device_kinds(requested):
@@ -63,7 +78,7 @@ def _device_kinds(requested):
     if found["ipu"]:
         kinds.append("ipu")
     if requested:
-        kinds = [k for k in str(requested).split(",") if k in kinds]
+        kinds = [k for k in requested if k in kinds]
     return kinds, found
 
 

@@ -13,10 +13,11 @@ FLOPs vs queries served locally against Kumar et al.'s k-means on the teacher's
 intermediate outputs (Table II), remote accuracy with z sent as float32 / float16 /
 uint8, and the transmission arithmetic (Sec. VI-D).
 
-Options: `dataset`, `depth`, `teacher_epochs`, `epochs`, `tail_epochs`,
-`projection_dim`, `latent_channels`, `filters`; `z_dtype` (wire format of z in the
-delay and load tables, default uint8) and `z_tail` (share of z values clipped by
-the calibrated uint8 range, default 0.001).
+Options (`keras-efficient reproduce rebel --help`): `dataset`, `depth`,
+`teacher_epochs`, `epochs`, `tail_epochs`, `projection_dim`, `latent_channels`,
+`filters`, `train_size`, `test_size`; `z_dtype` (wire format of z in the delay and
+load tables, default uint8) and `z_tail` (share of z values clipped by the
+calibrated uint8 range, default 0.001).
 """
 
 import time
@@ -24,7 +25,8 @@ import time
 import numpy as np
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.data import load_images
+from keras_efficient.data import DATASETS, load_images
+from keras_efficient.experiments.context import Option, choice, integer, number, resnet_depth
 from keras_efficient.experiments.rebel_costs import (
     TABLE2_TARGETS,
     graph_flops,
@@ -51,12 +53,38 @@ from keras_efficient.split import (
     quantize_uint8,
     threshold_for_coverage,
 )
-from keras_efficient.utils.validation import check_choice, check_float
 
 DESCRIPTION = ("ReBEL split computing: variational bottleneck, Gaussian mixture early "
                "classifier vs linear/kNN/k-means, coverage, unbalanced clients, FLOPs.")
 
 COVERAGES = np.round(np.arange(0.05, 1.0001, 0.05), 2)
+
+OPTIONS = {
+    "dataset": Option(choice(*DATASETS), default="digits",
+                      help="image data set; cifar10/cifar100 are downloaded on first use"),
+    "depth": Option(resnet_depth(), default=20, quick=8, help="depth of the teacher ResNet"),
+    "teacher_epochs": Option(integer(low=1), default=30, quick=8, help="teacher training epochs"),
+    "epochs": Option(integer(low=1), default=40, quick=8,
+                     help="epochs of each jointly trained bottleneck (stage 1)"),
+    "tail_epochs": Option(integer(low=0), default=10, quick=2,
+                          help="epochs of tail fine-tuning (stage 2; 0: none)"),
+    "projection_dim": Option(integer(low=1), default=128, quick=64,
+                             help="dimension d of the projected embedding the classifiers see"),
+    "latent_channels": Option(integer(low=1), default=3, help="channels of the bottleneck z"),
+    "filters": Option(integer(low=1), default=64, quick=32,
+                      help="filters of the Head1 / Head2 convolutions"),
+    "z_dtype": Option(choice("float32", "float16", "uint8"), default="uint8",
+                      help="wire format of z in the delay and network-load tables"),
+    "z_tail": Option(number(low=0.0, high=0.5), default=1e-3,
+                     help="share of z values clipped by the calibrated uint8 range"),
+    "train_size": Option(integer(low=80), default=None,
+                         help="train on the first N training images only (unset: all); k-means "
+                              "fits 8 clusters per class, so N >= 8 x classes"),
+    "test_size": Option(integer(low=1), default=None,
+                        help="evaluate on the first N test images only (unset: all)"),
+}
+
+
 def _variants(quick):
     """(name, ReBEL kwargs) of the jointly trained bottlenecks.
 
@@ -151,20 +179,21 @@ def _wire_accuracy(model, x_train, x_test, y_test, tail):
 
 def run(ctx):
     quick = ctx.quick
-    dataset = ctx.options.get("dataset", "digits")
-    depth = int(ctx.options.get("depth", 8 if quick else 20))
-    teacher_epochs = int(ctx.options.get("teacher_epochs", 8 if quick else 30))
-    epochs = int(ctx.options.get("epochs", 8 if quick else 40))
-    tail_epochs = int(ctx.options.get("tail_epochs", 2 if quick else 10))
-    projection_dim = int(ctx.options.get("projection_dim", 64 if quick else 128))
-    latent_channels = int(ctx.options.get("latent_channels", 3))
-    filters = int(ctx.options.get("filters", 32 if quick else 64))
-    wire = check_choice("z_dtype", ctx.options.get("z_dtype", "uint8"),
-                        ("float32", "float16", "uint8"))
-    z_tail = check_float("z_tail", float(ctx.options.get("z_tail", 1e-3)), low=0.0, high=0.5)
+    dataset = ctx.option("dataset")
+    depth = ctx.option("depth")
+    teacher_epochs = ctx.option("teacher_epochs")
+    epochs = ctx.option("epochs")
+    tail_epochs = ctx.option("tail_epochs")
+    projection_dim = ctx.option("projection_dim")
+    latent_channels = ctx.option("latent_channels")
+    filters = ctx.option("filters")
+    wire = ctx.option("z_dtype")
+    z_tail = ctx.option("z_tail")
     (x_train, y_train), (x_test, y_test) = load_images(dataset)
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    x_train, y_train = x_train[:ctx.option("train_size")], y_train[:ctx.option("train_size")]
+    x_test, y_test = x_test[:ctx.option("test_size")], y_test[:ctx.option("test_size")]
     ctx.log("data {}: {} train / {} test, {} classes".format(dataset, len(x_train), len(x_test),
                                                              num_classes))
     ctx.report.add_text(__doc__)

@@ -1,14 +1,16 @@
 """The registry of reproducible experiments behind `keras-efficient reproduce`.
 
-Each experiment is a module with a `DESCRIPTION` string and a `run(ctx)`
-function taking an `ExperimentContext`. Modules are imported only when run.
+Each experiment is a module with a `DESCRIPTION` string, an `OPTIONS` table
+({key: `Option`}, the only keys `--option KEY=VALUE` accepts for it) and a
+`run(ctx)` function taking an `ExperimentContext`. Modules are imported only
+when run or asked for their options.
 """
 
 import importlib
 
-__all__ = ["EXPERIMENTS", "available_experiments", "load_experiment"]
+__all__ = ["EXPERIMENTS", "available_experiments", "experiment_options", "load_experiment"]
 
-#: name -> module path. Each module defines DESCRIPTION and run(ctx).
+#: name -> module path. Each module defines DESCRIPTION, OPTIONS and run(ctx).
 EXPERIMENTS = {
     "resnet-digits": "keras_efficient.experiments.resnet_digits",
     "adaptive-dropout": "keras_efficient.experiments.adaptive_dropout",
@@ -38,3 +40,8 @@ def load_experiment(name):
         raise ValueError("Unknown experiment {!r}. Available: {}".format(
             name, ", ".join(sorted(available_experiments()))))
     return importlib.import_module(EXPERIMENTS[name])
+
+
+def experiment_options(name):
+    """The `OPTIONS` table ({key: Option}) of experiment `name` ({} if it declares none)."""
+    return dict(getattr(load_experiment(name), "OPTIONS", {}))

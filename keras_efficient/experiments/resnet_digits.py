@@ -11,23 +11,41 @@ import time
 import numpy as np
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.data import load_images
+from keras_efficient.data import DATASETS, load_images
+from keras_efficient.experiments.context import Option, choice, integer, resnet_depth
 from keras_efficient.models import cifar_resnet
 
 DESCRIPTION = "CIFAR-style ResNet on the built-in 32x32 digits: the plain Keras reference run."
 
+OPTIONS = {
+    "dataset": Option(choice(*DATASETS), default="digits",
+                      help="image data set; cifar10/cifar100 are downloaded on first use"),
+    "depth": Option(resnet_depth(), default=20, quick=8, help="depth of the CIFAR ResNet"),
+    "base_filters": Option(integer(low=1), default=16,
+                           help="filters of the first stage (doubled at each later stage)"),
+    "epochs": Option(integer(low=1), default=20, quick=6, help="training epochs"),
+    "batch_size": Option(integer(low=1), default=64, help="training batch size"),
+    "train_size": Option(integer(low=1), default=None,
+                         help="train on the first N training images only (unset: all)"),
+    "test_size": Option(integer(low=1), default=None,
+                        help="evaluate on the first N test images only (unset: all)"),
+}
+
 
 def run(ctx):
-    dataset = ctx.options.get("dataset", "digits")
-    depth = int(ctx.options.get("depth", 8 if ctx.quick else 20))
-    epochs = int(ctx.options.get("epochs", 6 if ctx.quick else 20))
-    batch_size = 64
+    dataset = ctx.option("dataset")
+    depth = ctx.option("depth")
+    epochs = ctx.option("epochs")
+    batch_size = ctx.option("batch_size")
     (x_train, y_train), (x_test, y_test) = load_images(dataset)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
+    x_train, y_train = x_train[:ctx.option("train_size")], y_train[:ctx.option("train_size")]
+    x_test, y_test = x_test[:ctx.option("test_size")], y_test[:ctx.option("test_size")]
     ctx.log("data {}: {} train / {} test images, {} classes".format(
         dataset, len(x_train), len(x_test), num_classes))
 
-    model = cifar_resnet(depth, num_classes=num_classes, weight_decay=1e-4)
+    model = cifar_resnet(depth, num_classes=num_classes, weight_decay=1e-4,
+                         base_filters=ctx.option("base_filters"))
     steps = epochs * int(np.ceil(len(x_train) / batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(0.1, steps)
     model.compile(optimizer=keras.optimizers.SGD(schedule, momentum=0.9),

@@ -127,3 +127,85 @@ def test_quiet_start_replays_native_output_when_the_start_fails(capfd):
     with quiet_native_start():
         os.write(2, b"native noise\n")
     assert "native noise" not in capfd.readouterr().err
+
+
+# Declared experiment options: unknown keys and bad values exit 2, --help lists them.
+
+
+def test_unknown_option_exits_2_with_the_valid_keys_and_no_traceback():
+    out = subprocess.run([sys.executable, "-m", "keras_efficient.cli", "reproduce",
+                          "resnet-digits", "--quick", "--option", "epochs=1", "depht=8"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 2, out.stdout + out.stderr
+    assert "Unknown option 'depht' for experiment 'resnet-digits' (did you mean 'depth'?)" \
+        in out.stdout
+    assert "Valid options: base_filters, batch_size, dataset, depth, epochs" in out.stdout
+    assert "Traceback" not in out.stdout + out.stderr
+    assert "experiment resnet-digits" not in out.stdout  # nothing ran
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--option", "epochs=0"], "Invalid value received for option `epochs` of experiment "
+                               "'resnet-digits'. Expected an integer >= 1. Received: epochs='0'"),
+    (["--option", "depth=9"], "Expected a ResNet depth 6n+2"),
+    (["--option", "epochs=two"], "Received: epochs='two'"),
+])
+def test_bad_option_value_exits_2_before_the_run(argv, message, monkeypatch):
+    calls = []
+    monkeypatch.setattr("keras_efficient.experiments.run_experiment",
+                        lambda *args, **kwargs: calls.append(args))
+    stream = io.StringIO()
+    assert main(["reproduce", "resnet-digits", "--quick"] + argv, stream=stream) == 2
+    assert message in stream.getvalue()
+    assert "Valid options: base_filters, batch_size" in stream.getvalue()
+    assert calls == []
+
+
+def test_dataset_flag_on_an_experiment_without_images_is_an_unknown_option():
+    stream = io.StringIO()
+    assert main(["reproduce", "adaptive-dropout", "--dataset", "digits"], stream=stream) == 2
+    assert "Unknown option 'dataset' for experiment 'adaptive-dropout'" in stream.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(EXPERIMENTS))
+def test_reproduce_name_help_lists_every_option_with_quick_and_full_defaults(name):
+    from keras_efficient.experiments.context import _show
+    from keras_efficient.experiments.registry import experiment_options
+
+    stream = io.StringIO()
+    assert main(["reproduce", name, "--help"], stream=stream) == 0
+    text = stream.getvalue()
+    assert "--quick" in text and "options of {} (--option KEY=VALUE):".format(name) in text
+    for key, option in experiment_options(name).items():
+        line = [line for line in text.splitlines() if line.startswith("  {}: ".format(key))]
+        assert len(line) == 1, (key, text)
+        assert option.expected in line[0]
+        if option.quick == option.default:
+            assert line[0].endswith("; default {}".format(_show(option.default)))
+        else:
+            assert line[0].endswith("; default {} with --quick, {} full".format(
+                _show(option.quick), _show(option.default)))
+        assert "      {}".format(option.help) in text
+
+
+def test_reproduce_help_without_a_name_lists_the_experiments():
+    stream = io.StringIO()
+    assert main(["reproduce", "--help"], stream=stream) == 0
+    assert "--option KEY=VALUE" in stream.getvalue()
+    assert "experiments: " + ", ".join(sorted(available_experiments())) in stream.getvalue()
+    with pytest.raises(SystemExit) as info:
+        main(["reproduce"], stream=io.StringIO())
+    assert info.value.code == 2
+
+
+def test_typed_defaults_and_options_reach_the_experiment(monkeypatch, tmp_path):
+    from keras_efficient.experiments import registry
+
+    module = registry.load_experiment("resnet-digits")
+    seen = {}
+    monkeypatch.setattr(module, "run", lambda ctx: seen.update(ctx.options))
+    assert main(["reproduce", "resnet-digits", "--quick", "--out", str(tmp_path), "--dataset",
+                 "cifar10", "--option", "epochs=2", "train_size=64", "--option", "batch_size=8"],
+                stream=io.StringIO()) == 0
+    assert seen == {"dataset": "cifar10", "depth": 8, "base_filters": 16, "epochs": 2,
+                    "batch_size": 8, "train_size": 64, "test_size": None}
