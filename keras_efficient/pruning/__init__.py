@@ -6,6 +6,7 @@ model. `PrunedConformerBlock`, `PrunedSelfAttention` and `ConstantOutput` are
 the layers a pruned model is made of.
 """
 
+from keras_efficient.pruning.budget import parameter_budget
 from keras_efficient.pruning.expected import expected_parameters
 from keras_efficient.pruning.parameters import count_parameters
 from keras_efficient.pruning.prune import prune
@@ -22,6 +23,7 @@ __all__ = [
     "PrunedSelfAttention",
     "count_parameters",
     "expected_parameters",
+    "parameter_budget",
     "prune",
     "surviving_units",
 ]
