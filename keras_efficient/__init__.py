@@ -21,8 +21,9 @@ import importlib
 from keras_efficient.version import __version__
 
 _SUBPACKAGES = (
-    "backend", "callbacks", "cli", "data", "distribute", "experiments", "layers", "losses",
-    "models", "pruning", "saving", "schedules", "split", "testing", "training", "tuning", "utils",
+    "backend", "calibration", "callbacks", "cli", "data", "distribute", "experiments", "layers",
+    "losses", "models", "pruning", "saving", "schedules", "split", "testing", "training", "tuning",
+    "utils",
 )
 
 
