@@ -17,6 +17,8 @@ they add through `add_loss` scaled by 1 / num_train_examples.
 import numpy as np
 
 from keras_efficient.backend import keras, tf
+from keras_efficient.calibration import predictive as calibration_predictive
+from keras_efficient.calibration import scores as calibration_scores
 from keras_efficient.layers.bayesian import (
     FlipoutConv2D,
     FlipoutDense,
@@ -127,27 +129,43 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     return keras.Model(inputs, outputs, name=name or default_name)
 
 
-def predict_with_samples(model, x, num_samples=10, batch_size=32):
-    """Predictive mean and spreads from `num_samples` forward passes.
+def predict_with_samples(model, x, num_samples=10, batch_size=32, y=None):
+    """Predictive mean, covariance and spreads from `num_samples` forward passes.
 
     For a Bayesian model every pass draws new weights (Flipout: a perturbation per
     example; reparameterization: one weight sample per batch of `batch_size`,
     shared by its examples, so two inputs of one pass are correlated but each one's
-    spread across passes is still a posterior-predictive spread); the spread of the
-    predicted means across passes is the epistemic uncertainty. For a deterministic
-    model it is zero.
+    spread across passes is still a posterior-predictive spread). Pass s predicts
+    N(mu_s, Sigma_s); the predictive distribution is their equal-weight mixture,
+    whose covariance is, by the law of total covariance,
+
+        covariance = mean_s Sigma_s  +  cov_s mu_s
+                     (aleatoric)        (epistemic: zero for a deterministic model)
+
+    (`keras_efficient.calibration.predictive_moments`; 1/S, the mixture's exact
+    moments). Use `mean` / `covariance` for coverage ellipses and for
+    `calibration.fit_covariance_scale`; score the predictive distribution with
+    `mixture_nll` (it keeps the mixture's shape), not with the NLL of a single pass.
 
     Args:
-      model: a model returning a distribution (e.g. `galaxy_shape_estimator`).
+      model: a model returning a distribution with `mean()` and `covariance()`
+        (e.g. `galaxy_shape_estimator`).
       x: inputs, array [N, ...].
       num_samples: forward passes per input (>= 1).
       batch_size: inputs per pass.
+      y: optional targets [N, d]; adds the per-example NLLs.
 
     Returns:
       dict with float32 arrays: `mean` [N, d] (mean over passes of the predicted
+      means), `covariance` [N, d, d] (total predictive covariance),
+      `aleatoric_covariance` [N, d, d] (mean of the predicted covariances),
+      `epistemic_covariance` [N, d, d] (covariance across passes of the predicted
       means), `epistemic_std` [N, d] (their standard deviation across passes),
-      `aleatoric_std` [N, d] (root of the mean predicted variance) and `samples`
-      [num_samples, N, d] (the predicted means of each pass).
+      `aleatoric_std` [N, d] (root of the mean predicted variance), `samples`
+      [num_samples, N, d] (the predicted means of each pass) and
+      `sample_covariances` [num_samples, N, d, d]. With `y`: `mixture_nll` [N]
+      (-log of the mean over passes of N(y; mu_s, Sigma_s)) and `gaussian_nll` [N]
+      (the NLL under N(mean, covariance)).
     """
     num_samples = check_int("num_samples", num_samples, low=1)
     batch_size = check_int("batch_size", batch_size, low=1)
@@ -159,21 +177,38 @@ def predict_with_samples(model, x, num_samples=10, batch_size=32):
     @tf.function
     def moments(batch):
         dist = model(batch, training=False)
-        return dist.mean(), dist.variance()
+        return dist.mean(), dist.covariance()
 
-    means, variances = [], []
+    means, covariances = [], []
     for _ in range(num_samples):
-        m, v = [], []
+        m, c = [], []
         for start in range(0, x.shape[0], batch_size):
-            mean, var = moments(tf.convert_to_tensor(x[start:start + batch_size]))
+            mean, cov = moments(tf.convert_to_tensor(x[start:start + batch_size]))
             m.append(mean.numpy())
-            v.append(var.numpy())
+            c.append(cov.numpy())
         means.append(np.concatenate(m))
-        variances.append(np.concatenate(v))
+        covariances.append(np.concatenate(c))
     samples = np.stack(means).astype(np.float32)
-    return {
+    sample_covariances = np.stack(covariances).astype(np.float32)
+    predictive = calibration_predictive.predictive_moments(samples, sample_covariances)
+    aleatoric_variance = np.diagonal(predictive["aleatoric_covariance"], axis1=-2, axis2=-1)
+    out = {
         "mean": samples.mean(axis=0),
         "epistemic_std": samples.std(axis=0),
-        "aleatoric_std": np.sqrt(np.stack(variances).mean(axis=0)).astype(np.float32),
+        "aleatoric_std": np.sqrt(aleatoric_variance).astype(np.float32),
         "samples": samples,
+        "sample_covariances": sample_covariances,
+        "covariance": predictive["covariance"].astype(np.float32),
+        "aleatoric_covariance": predictive["aleatoric_covariance"].astype(np.float32),
+        "epistemic_covariance": predictive["epistemic_covariance"].astype(np.float32),
     }
+    if y is not None:
+        y = np.asarray(y)
+        if y.shape != samples.shape[1:]:
+            raise ValueError("`y` must have shape [N, d] = {}. Received: y.shape={}".format(
+                samples.shape[1:], y.shape))
+        out["mixture_nll"] = calibration_predictive.mixture_nll(
+            y, samples, sample_covariances).astype(np.float32)
+        out["gaussian_nll"] = calibration_scores.gaussian_nll(
+            y, predictive["mean"], predictive["covariance"]).astype(np.float32)
+    return out

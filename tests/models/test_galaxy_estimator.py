@@ -131,6 +131,57 @@ def test_predict_with_samples_reparameterization():
     assert np.abs(rep[0, 0] - rep[1, 0]).max() > 1e-4
 
 
+def test_predict_with_samples_predictive_covariance_matches_numpy():
+    """Law of total covariance and the mixture NLL, recomputed in NumPy (SciPy densities)
+    from the returned per-pass means and covariances."""
+    from scipy import stats
+    from scipy.special import logsumexp
+
+    keras.utils.set_random_seed(5)
+    x, y = _data(5)
+    x *= 0.2  # small inputs: well-conditioned predicted covariances at initialisation
+    model = _small(True, num_train_examples=100, posterior_scale_init=-3.0)
+    out = predict_with_samples(model, x, num_samples=6, batch_size=4, y=y)
+    mu = out["samples"].astype(np.float64)                 # [S, N, d]
+    cov = out["sample_covariances"].astype(np.float64)     # [S, N, d, d]
+    assert mu.shape == (6, 5, 2) and cov.shape == (6, 5, 2, 2)
+    aleatoric = cov.mean(0)
+    epistemic = np.stack([np.cov(mu[:, i].T, bias=True) for i in range(5)])
+    np.testing.assert_allclose(out["aleatoric_covariance"], aleatoric, rtol=1e-5, atol=1e-9)
+    np.testing.assert_allclose(out["epistemic_covariance"], epistemic, rtol=1e-4, atol=1e-9)
+    np.testing.assert_allclose(out["covariance"], aleatoric + epistemic, rtol=1e-5, atol=1e-9)
+    assert np.all(np.linalg.eigvalsh(out["epistemic_covariance"].astype(np.float64)) > 1e-9)
+    # The old keys are the diagonals of the new ones.
+    np.testing.assert_allclose(out["epistemic_std"] ** 2,
+                               np.diagonal(epistemic, axis1=1, axis2=2), rtol=1e-4)
+    np.testing.assert_allclose(out["aleatoric_std"] ** 2,
+                               np.diagonal(aleatoric, axis1=1, axis2=2), rtol=1e-5)
+    np.testing.assert_allclose(out["mean"], mu.mean(0), rtol=1e-5, atol=1e-7)
+    for i in range(5):
+        log_p = [stats.multivariate_normal(mu[s, i], cov[s, i]).logpdf(y[i]) for s in range(6)]
+        np.testing.assert_allclose(out["mixture_nll"][i], np.log(6) - logsumexp(log_p),
+                                   rtol=1e-4, atol=1e-4)
+        total = aleatoric[i] + epistemic[i]
+        np.testing.assert_allclose(out["gaussian_nll"][i],
+                                   -stats.multivariate_normal(mu[:, i].mean(0), total).logpdf(y[i]),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_predict_with_samples_deterministic_model_has_no_epistemic_part():
+    x, y = _data(6)
+    model = _small(False)
+    out = predict_with_samples(model, x, num_samples=3, batch_size=4, y=y)
+    dist = model(x, training=False)
+    np.testing.assert_allclose(out["epistemic_covariance"], 0.0, atol=1e-10)
+    np.testing.assert_allclose(out["covariance"], dist.covariance().numpy(), rtol=1e-5, atol=1e-7)
+    # Identical passes: the mixture NLL is the single pass's NLL.
+    np.testing.assert_allclose(out["mixture_nll"], -dist.log_prob(y).numpy(), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(out["gaussian_nll"], out["mixture_nll"], rtol=1e-4, atol=1e-4)
+    assert "mixture_nll" not in predict_with_samples(model, x, num_samples=1)
+    with pytest.raises(ValueError, match="`y`"):
+        predict_with_samples(model, x, num_samples=1, y=y[:, :1])
+
+
 @pytest.mark.parametrize("kwargs,error,match", [
     ({"input_shape": (60, 64, 6)}, ValueError, "divisible"),
     ({"input_shape": (64, 64)}, ValueError, "input_shape"),
