@@ -21,14 +21,16 @@ def _set_logits(adl, beta):
 
 
 def _random_logits(adl, rng, keep_fraction=None, spread=3.0):
-    """Random beta around the threshold; with `keep_fraction`, hard 0/1 keeps (|beta - thr| >= 0.1)."""
+    """Random beta around the threshold; with `keep_fraction`, clear keeps and drops
+    (|beta - threshold| >= 0.1)."""
     thr = adl.effective_threshold
     shape = tuple(adl.retention_raw.shape)
     if keep_fraction is None:
         beta = thr + rng.uniform(-spread, spread, shape)
     else:
         keep = rng.uniform(size=shape) < keep_fraction
-        beta = np.where(keep, thr + rng.uniform(0.1, 2.0, shape), thr - rng.uniform(0.1, 2.0, shape))
+        gap = rng.uniform(0.1, 2.0, shape)
+        beta = np.where(keep, thr + gap, thr - gap)
     _set_logits(adl, beta)
     return np.asarray(adl.retention_logits.numpy(), np.float64)
 
@@ -296,3 +298,18 @@ def test_unsupported_model_is_rejected():
     layer = keras.layers.Dense(2)
     with pytest.raises(ValueError, match="functional or Sequential"):
         expected_parameters(layer)
+
+
+@pytest.mark.parametrize("keep_fraction", [0.0, 0.5, 1.0])
+def test_nested_model_hard_equals_count_parameters(keep_fraction):
+    rng = np.random.default_rng(8)
+    inner = _mlp()
+    inp = keras.Input((5,))
+    model = keras.Model(inp, keras.layers.Dense(2, name="head")(inner(inp)))
+    beta = _random_logits(inner.get_layer("adl"), rng, keep_fraction)
+    p = _probabilities(beta, inner.get_layer("adl"), hard=True)
+    hard = float(expected_parameters(model, hard=True))
+    assert hard == _mlp_closed_form(p) + 3 * 2 + 2 == count_parameters(model)["effective"]
+    soft = expected_parameters(model, temperature=0.5, dtype="float64")
+    p = _probabilities(beta, inner.get_layer("adl"), 0.5)
+    np.testing.assert_allclose(float(soft), _mlp_closed_form(p) + 8, rtol=1e-9)
