@@ -1,4 +1,4 @@
-"""Calibration of Gaussian predictions: coverage, reliability, proper scores, Keras metrics.
+"""Calibration of Gaussian predictions: coverage, reliability, scores, metrics, recalibration.
 
     from keras_efficient import calibration
 
@@ -7,11 +7,14 @@
     calibration.reliability_curve(y, mean, cov)           # expected vs observed coverage
     calibration.predictive_moments(sample_means, sample_covs)   # a BNN's predictive moments
     model.compile(..., metrics=[calibration.Coverage(0.683), calibration.GaussianNLL()])
+    predictor = calibration.fit_covariance_scale(model, (x_val, y_val))   # Sigma -> s^2 Sigma
 """
 
 from keras_efficient.calibration.coverage import coverage, probability_integral_transform
+from keras_efficient.calibration.covariance_scale import CalibratedPredictor, CovarianceScale
 from keras_efficient.calibration.metrics import Coverage, GaussianNLL, gaussian_moments
 from keras_efficient.calibration.predictive import mixture_nll, predictive_moments
+from keras_efficient.calibration.recalibration import covariance_scale_mle, fit_covariance_scale
 from keras_efficient.calibration.reliability import (
     DEFAULT_LEVELS,
     plot_reliability,
@@ -20,11 +23,15 @@ from keras_efficient.calibration.reliability import (
 from keras_efficient.calibration.scores import crps_gaussian, gaussian_nll
 
 __all__ = [
+    "CalibratedPredictor",
+    "CovarianceScale",
     "Coverage",
     "DEFAULT_LEVELS",
     "GaussianNLL",
+    "covariance_scale_mle",
     "coverage",
     "crps_gaussian",
+    "fit_covariance_scale",
     "gaussian_moments",
     "gaussian_nll",
     "mixture_nll",
