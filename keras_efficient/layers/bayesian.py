@@ -140,16 +140,34 @@ def _sample_normal(dist, seed=None):
     return noise * scale + dist.loc
 
 
-def _posterior_fn(loc_initializer, scale_init):
-    return _layers_util.default_mean_field_normal_fn(
+def _with_add_weight(layer, make_fn):
+    """A TFP posterior factory that creates its variables with `layer.add_weight`.
+
+    TFP's variational layers build their posteriors as
+    `kernel_posterior_fn(dtype, shape, name, trainable, self.add_variable)`, and
+    `Layer.add_variable` is a deprecated alias of `add_weight` that emits
+    "`layer.add_variable` is deprecated" on every call (three per layer). The
+    returned factory ignores the alias and passes the layer's `add_weight` (same
+    arguments, same variables and names) instead: no warning, no global filter.
+    """
+
+    def fn(dtype, shape, name, trainable, add_variable_fn):
+        del add_variable_fn  # the deprecated alias
+        return make_fn(dtype, shape, name, trainable, layer.add_weight)
+
+    return fn
+
+
+def _posterior_fn(layer, loc_initializer, scale_init):
+    return _with_add_weight(layer, _layers_util.default_mean_field_normal_fn(
         loc_initializer=loc_initializer,
         untransformed_scale_initializer=keras.initializers.RandomNormal(mean=scale_init,
-                                                                        stddev=0.1))
+                                                                        stddev=0.1)))
 
 
-def _bias_posterior_fn():
-    return _layers_util.default_mean_field_normal_fn(
-        is_singular=True, loc_initializer=keras.initializers.Zeros())
+def _bias_posterior_fn(layer):
+    return _with_add_weight(layer, _layers_util.default_mean_field_normal_fn(
+        is_singular=True, loc_initializer=keras.initializers.Zeros()))
 
 
 class _BayesianMixin:
@@ -177,11 +195,12 @@ class _BayesianMixin:
         if kwargs.get("dtype") is None:
             kwargs["dtype"] = "float32"  # Also under mixed_float16: the posterior stays float32.
         fns = dict(
-            kernel_posterior_fn=_posterior_fn(self.kernel_loc_initializer, self.posterior_scale_init),
+            kernel_posterior_fn=_posterior_fn(self, self.kernel_loc_initializer,
+                                              self.posterior_scale_init),
             kernel_prior_fn=_normal_prior_fn(self.prior_scale),
             kernel_posterior_tensor_fn=_sample_normal,
             kernel_divergence_fn=None,  # A callable loss instead (see `_add_kl_loss`).
-            bias_posterior_fn=_bias_posterior_fn() if use_bias else None,
+            bias_posterior_fn=_bias_posterior_fn(self) if use_bias else None,
             bias_prior_fn=None,
             bias_divergence_fn=None,
         )

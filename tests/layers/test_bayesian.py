@@ -1,8 +1,12 @@
 """Flipout and reparameterization layers: contract, closed-form KL (Eq. 2), 1/N scaling,
 Monte Carlo moments, one weight sample per batch (reparameterization)."""
 
+import logging
+import warnings
+
 import numpy as np
 import pytest
+import tensorflow_probability as tfp
 from scipy import stats
 
 from keras_efficient.backend import keras, tf
@@ -285,3 +289,59 @@ def test_reparameterization_kernel_sample_moments_monte_carlo():
     corr = np.corrcoef(z, rowvar=False)
     off_diagonal = corr[~np.eye(corr.shape[0], dtype=bool)]
     assert np.abs(off_diagonal).max() < 5 / np.sqrt(calls)
+
+
+class _Records(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.messages = []
+
+    def emit(self, record):
+        self.messages.append(record.getMessage())
+
+
+def _build_recording(build):
+    """Runs `build()` recording every Python warning and every log record of the root,
+    `tensorflow` and `absl` loggers (TF's deprecation messages go through the latter)."""
+    handler = _Records()
+    loggers = [logging.getLogger(), logging.getLogger("tensorflow"), logging.getLogger("absl")]
+    for logger in loggers:
+        logger.addHandler(handler)
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            build()
+    finally:
+        for logger in loggers:
+            logger.removeHandler(handler)
+    return [str(w.message) for w in caught], handler.messages
+
+
+@pytest.mark.parametrize("cls,kwargs,shape", [
+    (FlipoutDense, {"units": 4}, (3, 6)),
+    (FlipoutConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2)),
+    (ReparameterizationDense, {"units": 4}, (3, 6)),
+    (ReparameterizationConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2)),
+])
+def test_building_emits_no_add_variable_deprecation(cls, kwargs, shape):
+    """TFP's layers create their posteriors through `Layer.add_variable`, a deprecated alias
+    that warns three times per layer; ours go through `add_weight`. TFP's own layer is the
+    positive control (the recording does see the warning)."""
+    x = np.zeros(shape, np.float32)
+
+    def build_ours():
+        layer = cls(num_train_examples=10, **kwargs)
+        layer(x)
+        assert len(layer.trainable_weights) == 3  # loc, untransformed scale, bias
+
+    caught, logged = _build_recording(build_ours)
+    assert not [m for m in caught if "add_variable" in m], caught
+    assert not [m for m in logged if "add_variable" in m or "deprecat" in m.lower()], logged
+
+    tfp_cls = {FlipoutDense: tfp.layers.DenseFlipout,
+               FlipoutConv2D: tfp.layers.Convolution2DFlipout,
+               ReparameterizationDense: tfp.layers.DenseReparameterization,
+               ReparameterizationConv2D: tfp.layers.Convolution2DReparameterization}[cls]
+    args = (kwargs["units"],) if "units" in kwargs else (kwargs["filters"], kwargs["kernel_size"])
+    caught, _ = _build_recording(lambda: tfp_cls(*args)(x))
+    assert [m for m in caught if "add_variable" in m]
