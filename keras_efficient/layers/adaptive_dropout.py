@@ -7,6 +7,7 @@ a small retention probability and can be removed (`keras_efficient.pruning`).
 """
 
 import numbers
+import random
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.schedules.retention_target import RetentionTargetSchedule
@@ -85,6 +86,26 @@ def _adaptive_dropout(inputs, logits, uniform, reduce_axes):
     return site(inputs, logits)
 
 
+def _replica_id():
+    """The replica's index in its sync group as an int64 scalar; 0 outside a strategy."""
+    context = tf.distribute.get_replica_context()
+    if context is None:  # cross-replica context: one computation, like replica 0
+        return tf.constant(0, tf.int64)
+    return tf.cast(context.replica_id_in_sync_group, tf.int64)
+
+
+def _noise_key(seed, step, replica_id):
+    """The stateless seed of one training call: (seed, step) with the replica id folded in.
+
+    Philox throughout, so the key (and hence the draw) is a pure function of the
+    three integers; `stateless_fold_in` mixes each into the key, so different
+    steps and different replicas get unrelated streams.
+    """
+    key = tf.stack([tf.constant(seed, tf.int64), tf.constant(0x5EED, tf.int64)])
+    key = tf.random.experimental.stateless_fold_in(key, step, alg="philox")
+    return tf.random.experimental.stateless_fold_in(key, replica_id, alg="philox")
+
+
 def _resolve_schedule(schedule):
     if schedule is None:
         return RetentionTargetSchedule()
@@ -129,12 +150,30 @@ class AdaptiveDropout(keras.layers.Layer):
     The step t is the layer's own non-trainable int64 weight `step`, saved in
     checkpoints. It is advanced by one in every training-mode call (read before
     the increment), which is once per optimizer step in `model.fit`, including
-    `steps_per_execution > 1` (the increment is an op inside the compiled step).
-    Under a `tf.distribute` strategy the variable has aggregation
-    `ONLY_FIRST_REPLICA`, so it advances once per global step, not once per
-    replica. A layer called several times per step in training mode (weight
-    sharing) advances once per call: share an `AdaptiveDropout` only at
-    inference, or account for it in `decay_steps`.
+    `steps_per_execution > 1` (the increment is an op inside the compiled step)
+    and `jit_compile=True`. Under a `tf.distribute` strategy the variable has
+    aggregation `ONLY_FIRST_REPLICA`, so it advances once per global step, not
+    once per replica. A layer called several times per step in training mode
+    (weight sharing) advances once per call: share an `AdaptiveDropout` only at
+    inference, or account for it in `decay_steps`. Any other training-mode call
+    also advances it (e.g. `reestimate_batchnorm`'s pass after SWA).
+
+    Noise and resumption: u is drawn statelessly
+    (`tf.random.stateless_uniform`, Philox) from a key that is a pure function
+    of (seed, t, replica id in the sync group) -- no random-op state. Hence:
+    a run interrupted and resumed from a checkpoint (which restores t, e.g.
+    `keras.callbacks.BackupAndRestore`) draws at step t exactly what the
+    uninterrupted run drew; two runs with the same `seed` draw the same masks;
+    and the replicas of a `tf.distribute` strategy draw independent masks
+    (replica r folds r into the key). Without `seed` the layer draws a random
+    integer seed from Python's `random` module when it is constructed (so
+    `keras.utils.set_random_seed` makes it reproducible) and keeps it out of
+    the config: runs differ, replicas still differ, and a resumed run is
+    exact only if the rebuilt layer draws the same seed (pass `seed=` for
+    that). The draws are the same in eager and graph (`tf.function`)
+    execution; XLA (`jit_compile=True`) implements Philox's float conversion
+    differently, so a compiled step draws other (equally distributed) masks
+    than an uncompiled one for the same key -- resume with the same setting.
 
     beta, sigma(beta) and the noise are computed in float32 under mixed precision.
 
@@ -150,7 +189,7 @@ class AdaptiveDropout(keras.layers.Layer):
       shared_axes: axes along which one mask sample is shared (like
         `noise_shape` of `keras.layers.Dropout`); disjoint from `unit_axes`.
       inference: "hard" or "expected".
-      seed: optional integer seed of the noise.
+      seed: optional integer seed of the noise (see "Noise and resumption").
 
     Call arguments:
       inputs: a float tensor.
@@ -181,6 +220,9 @@ class AdaptiveDropout(keras.layers.Layer):
                 self.unit_axes), shared_axes)
         self.inference = check_choice("inference", inference, _INFERENCE_MODES)
         self.seed = check_int("seed", seed, allow_none=True)
+        # The seed of the stateless draws; not in the config when drawn here.
+        self._noise_seed = (self.seed if self.seed is not None
+                            else random.randrange(2 ** 31))
         self.supports_masking = True
 
     # ------------------------------------------------------------------ build
@@ -298,19 +340,22 @@ class AdaptiveDropout(keras.layers.Layer):
     def _train(self, inputs):
         t = self.step_counter.read_value()
         logits = self._logits(t)
+        key = _noise_key(self._noise_seed, t, _replica_id())
         dynamic = tf.shape(inputs)
         if self._flat:
             # Trailing unit axes, no shared axes: one [positions, units] matrix, so the
             # backward kernel reduces a single major axis (faster than several).
             units = int(logits.shape.num_elements())
             flat = tf.reshape(inputs, [-1, units])
-            uniform = tf.random.uniform(tf.shape(flat), dtype=tf.float32, seed=self.seed)
+            uniform = tf.random.stateless_uniform(tf.shape(flat), key, dtype=tf.float32,
+                                                  alg="philox")
             outputs = _adaptive_dropout(flat, tf.reshape(logits, [1, units]), uniform, [0])
             outputs = tf.reshape(outputs, dynamic)
         else:
             beta = tf.reshape(logits, self._broadcast_shape)
             noise_shape = [1 if a in self._shared else dynamic[a] for a in range(self._rank)]
-            uniform = tf.random.uniform(tf.stack(noise_shape), dtype=tf.float32, seed=self.seed)
+            uniform = tf.random.stateless_uniform(tf.stack(noise_shape), key, dtype=tf.float32,
+                                                  alg="philox")
             outputs = _adaptive_dropout(inputs, beta, uniform, self._reduce_axes)
         self.step_counter.assign_add(1)
         return outputs
