@@ -84,6 +84,27 @@ def reestimate_batchnorm(model, data, steps=None):
     return t
 
 
+_STATE_NAME = "keras_efficient_swa"
+
+
+class _SWAState(tf.Module):
+    """The running average of SWA and its bookkeeping, as variables.
+
+    Tracked by the model as the checkpoint dependency `keras_efficient_swa` (not
+    as a layer or weight: `model.weights`, `get_weights` and H5 / `.keras` files
+    are unchanged), so `tf.train.Checkpoint(model=...)`, `model.save_weights`
+    in the TensorFlow format and `keras.callbacks.BackupAndRestore` save and
+    restore it with the weights.
+    """
+
+    def __init__(self, weights):
+        super().__init__(name="swa_state")
+        self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+        self.last_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="last_epoch")
+        self.average = [tf.Variable(tf.zeros(w.shape, w.dtype), trainable=False, name="average")
+                        for w in weights]
+
+
 class StochasticWeightAveraging(keras.callbacks.Callback):
     """Averages the trainable weights from `start_epoch` on and swaps the average in at the end.
 
@@ -93,6 +114,23 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
     BatchNormalization layers, their statistics are re-estimated with one pass
     over `data` (`reestimate_batchnorm`), since the averaged weights change every
     layer's input distribution.
+
+    State and resuming: w̄, the snapshot count n and the last snapshot's epoch
+    are variables of a `tf.Module` the callback attaches to the model as the
+    checkpoint dependency `keras_efficient_swa` (created on the model's
+    distribution strategy); the callback only updates them. A checkpoint of the
+    model therefore holds the average, and a run interrupted and resumed with
+    `keras.callbacks.BackupAndRestore` (the default `save_freq="epoch"`, listed
+    before or after this callback) ends with exactly the average of the
+    uninterrupted run: when the restored checkpoint was written before this
+    callback took the snapshot of its epoch, the snapshot is taken at the
+    start of the next epoch from the restored weights, which are that epoch's
+    end weights. A new `fit` whose first epoch is not after the last snapshot
+    (e.g. a second `fit` from epoch 0) starts a new average; one that continues
+    (`initial_epoch` after it) extends it. With batch-level `save_freq` the
+    average is exact when the last checkpoint was taken after an epoch's
+    snapshot (any batch of a later epoch); a checkpoint written during the
+    last batch of an epoch, before the snapshot, resumes without that snapshot.
 
     Args:
       start_epoch: first epoch (0-based) whose end weights enter the average.
@@ -114,8 +152,50 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
         self.bn_steps = check_int("bn_steps", bn_steps, low=1, allow_none=True)
         _check_data(data)
         self.data = data
-        self.num_snapshots = 0
-        self._average = None
+
+    # -------------------------------------------------------------- state
+
+    def _state(self, create=True):
+        """The model's `_SWAState`, created and tracked on first use; None before weights exist."""
+        model = self.model
+        if model is None:
+            return None
+        state = model._lookup_dependency(_STATE_NAME)
+        weights = model.trainable_weights
+        if state is None:
+            if not create or not weights:
+                return None
+            with model.distribute_strategy.scope():
+                state = _SWAState(weights)
+            model._track_trackable(state, name=_STATE_NAME, overwrite=True)
+        shapes = [tuple(w.shape) for w in weights]
+        if [tuple(a.shape) for a in state.average] != shapes:
+            raise ValueError(
+                "StochasticWeightAveraging: the model's trainable weights ({} tensors) no longer "
+                "match its SWA average ({} tensors); the set of trainable weights changed "
+                "during training.".format(len(shapes), len(state.average)))
+        return state
+
+    def _due(self, epoch):
+        return epoch >= self.start_epoch and (epoch - self.start_epoch) % self.frequency == 0
+
+    def _snapshot(self, state, epoch):
+        n = int(state.count.numpy()) + 1
+        for avg, w in zip(state.average, self.model.trainable_weights):
+            value = tf.cast(tf.convert_to_tensor(w), avg.dtype)
+            if n == 1:
+                avg.assign(value)
+            else:
+                avg.assign_add((value - avg) / tf.cast(n, avg.dtype))
+        state.count.assign(n)
+        state.last_epoch.assign(epoch)
+
+    @property
+    def num_snapshots(self):
+        state = self._state(create=False) if self.model is not None else None
+        return 0 if state is None else int(state.count.numpy())
+
+    # -------------------------------------------------------------- hooks
 
     def on_train_begin(self, logs=None):
         if self.reestimate_bn and self.data is None and _batchnorm_layers(self.model):
@@ -123,36 +203,52 @@ class StochasticWeightAveraging(keras.callbacks.Callback):
                 "StochasticWeightAveraging: the model has BatchNormalization layers; pass "
                 "`data=` (the training batches) to re-estimate their statistics, or "
                 "`reestimate_bn=False`.")
-        self.num_snapshots = 0
-        self._average = None
+        self._state()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        state = self._state()
+        if state is None:
+            return
+        last = int(state.last_epoch.numpy())
+        if int(state.count.numpy()) and last >= epoch:
+            # A new run of epochs, not a continuation: start a new average.
+            state.count.assign(0)
+            state.last_epoch.assign(-1)
+            last = -1
+        previous = epoch - 1
+        if previous >= 0 and self._due(previous) and last < previous:
+            # Resumed from a checkpoint written before the previous epoch's snapshot:
+            # the restored weights are that epoch's end weights.
+            self._snapshot(state, previous)
 
     def on_epoch_end(self, epoch, logs=None):
-        if epoch < self.start_epoch or (epoch - self.start_epoch) % self.frequency:
+        if not self._due(epoch):
             return
-        weights = [np.asarray(w.numpy(), np.float32) for w in self.model.trainable_weights]
-        self.num_snapshots += 1
-        if self._average is None:
-            self._average = [w.copy() for w in weights]
-        else:
-            n = float(self.num_snapshots)
-            for avg, w in zip(self._average, weights):
-                avg += (w - avg) / n
+        state = self._state()
+        if state is None:  # a model without trainable weights
+            return
+        if int(state.last_epoch.numpy()) < epoch:
+            self._snapshot(state, epoch)
         if logs is not None:
-            logs["swa_snapshots"] = self.num_snapshots
+            logs["swa_snapshots"] = int(state.count.numpy())
 
     def on_train_end(self, logs=None):
-        if self._average is None:
+        state = self._state(create=False)
+        if state is None or not int(state.count.numpy()):
             tf.get_logger().warning("StochasticWeightAveraging: training ended before "
                                     "start_epoch=%d; weights left unchanged.", self.start_epoch)
             return
-        for variable, avg in zip(self.model.trainable_weights, self._average):
-            variable.assign(avg.astype(variable.dtype.as_numpy_dtype))
+        for variable, avg in zip(self.model.trainable_weights, state.average):
+            variable.assign(tf.cast(avg, variable.dtype))
         if self.reestimate_bn and _batchnorm_layers(self.model):
             reestimate_batchnorm(self.model, self.data, self.bn_steps)
 
     def average(self):
         """The current average (a list of arrays), or None before the first snapshot."""
-        return None if self._average is None else [a.copy() for a in self._average]
+        state = self._state(create=False) if self.model is not None else None
+        if state is None or not int(state.count.numpy()):
+            return None
+        return [np.array(a.numpy()) for a in state.average]
 
 
 def _check_data(data):

@@ -17,6 +17,24 @@ differ in length. Repeat the dropped stream and give the steps per epoch:
 Every pass over `batches` is a new draw (a new epoch for the stateless seeds)
 and a Keras epoch is then (1 − rate)·num_batches performed steps on average.
 
+Resuming (`keras.callbacks.BackupAndRestore`, or `load_weights` + `initial_epoch`):
+the pass counter of the plain stream above lives in the dataset object, and the
+pipeline runs ahead of the training step (prefetch), so neither the counter nor
+a checkpoint of it says where training stopped; a rebuilt pipeline starts at
+pass 0 again. For an exact resume give the stream its position in state the
+checkpoint restores, the optimizer's step counter:
+
+    train = drop_minibatches(batches, 0.5, seed=0, position=model.optimizer.iterations)
+    model.fit(train, steps_per_epoch=smd_steps_per_epoch(num_batches, 0.5),
+              callbacks=[keras.callbacks.BackupAndRestore(backup_dir)], ...)
+
+The returned stream is then infinite (no `.repeat()`), and every iteration over
+it starts after the first `position` kept batches of the same stateless
+sequence, read when the iteration starts (in `fit`, after `BackupAndRestore`
+has restored the counter). Each performed step consumes one kept batch and
+adds one to `iterations`, so the resumed run trains on exactly the batches the
+uninterrupted run trained on from that step on.
+
 Note on Keras 2 and datasets of unknown cardinality (any filtered dataset): at
 the end of each epoch the call that meets the end of the data still runs the
 optimizer's data-independent updates (decoupled `weight_decay` and the
@@ -25,6 +43,8 @@ an L2 `kernel_regularizer` instead of the optimizer's `weight_decay` to avoid it
 """
 
 import random
+
+import numpy as np
 
 from keras_efficient.backend import tf
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
@@ -67,20 +87,42 @@ class DropCounter:
                 "dropped_steps": self.dropped, "energy_ratio": self.energy_ratio}
 
 
-def drop_minibatches(dataset, rate=0.5, seed=None, counter=None):
+def drop_minibatches(dataset, rate=0.5, seed=None, counter=None, position=None):
     """Skips every element (a mini-batch) of `dataset` with probability `rate`.
 
-    The draw for batch i of epoch e (the e-th iteration over the returned
-    dataset) is the stateless u = `tf.random.stateless_uniform([], seed=(seed, e·2^32 + i))`;
+    The draw for batch i of epoch e (the e-th pass over `dataset`) is the
+    stateless u = `tf.random.stateless_uniform([], seed=(seed, e·2^32 + i))`;
     the batch is kept iff u >= rate. The same seed gives the same batches in every
-    run and context; each epoch draws afresh. Iterating the returned dataset
-    outside of training (e.g. to inspect it) also counts as an epoch.
+    run and context; each epoch draws afresh.
+
+    Without `position`, every iteration over the returned dataset is one pass,
+    and e counts the iterations of this dataset object (iterating it outside of
+    training, e.g. to inspect it, also counts as an epoch). Not exact on resume:
+    a rebuilt pipeline starts at e = 0 (see the module docstring).
+
+    With `position` (an integer scalar variable, normally
+    `model.optimizer.iterations`), the returned dataset is the infinite
+    sequence of kept batches of passes e = 0, 1, 2, ..., and every iteration
+    over it starts after its first `position` elements, `position` being read
+    when the iteration starts. Finding the start evaluates only the draws (not
+    the batches) of the skipped positions, plus the skipped batches of the one
+    pass it starts in. Exact on resume as long as `position` counts the kept
+    batches consumed before (true for `optimizer.iterations` when this stream
+    is the model's only training input, fed with `steps_per_epoch`). Under a
+    `tf.distribute` strategy the variable is read in cross-replica context.
 
     Args:
-      dataset: a `tf.data.Dataset` of mini-batches (batch it first).
+      dataset: a `tf.data.Dataset` of mini-batches (batch it first); with
+        `position`, of known finite cardinality
+        (`tf.data.experimental.assert_cardinality` declares it).
       rate: drop probability in [0, 1) (the paper uses 0.5).
-      seed: an integer seed >= 0 for reproducible drops, or None (a random seed).
-      counter: an optional `DropCounter` updated with nominal and kept batches.
+      seed: an integer seed >= 0 for reproducible drops, or None (a random seed;
+        pass a seed when resuming, or the rebuilt pipeline draws other batches).
+      counter: an optional `DropCounter` updated with nominal and kept batches
+        (after a resume it counts from the resumed position: its totals are not
+        restored by a checkpoint).
+      position: optional integer scalar `tf.Variable`: the number of kept
+        batches already consumed.
 
     Returns:
       The filtered `tf.data.Dataset` with the same element spec.
@@ -91,18 +133,31 @@ def drop_minibatches(dataset, rate=0.5, seed=None, counter=None):
     seed = check_int("seed", seed, low=0, allow_none=True)
     if counter is not None and not isinstance(counter, DropCounter):
         raise invalid_argument("counter", "a DropCounter or None", counter, TypeError)
+    if position is not None:
+        if (not isinstance(position, tf.Variable) or not position.dtype.is_integer
+                or position.shape.rank != 0):
+            raise invalid_argument("position", "an integer scalar tf.Variable (e.g. "
+                                   "model.optimizer.iterations) or None", position, TypeError)
+        num_batches = tf.get_static_value(dataset.cardinality())
+        if num_batches is None or num_batches <= 0:
+            raise invalid_argument(
+                "dataset", "a dataset of known finite, non-zero cardinality when `position` is "
+                "given (declare it with tf.data.experimental.assert_cardinality)",
+                "cardinality {}".format(num_batches))
     if seed is None:
         seed = random.SystemRandom().randrange(2 ** 31)
-    epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="smd_epoch")
     threshold = tf.constant(rate, tf.float32)
     seed_t = tf.constant(seed, tf.int64)
 
     def per_epoch(e):
         return dataset.enumerate().map(lambda i, batch: (e, i, batch))
 
-    def keep(e, i, batch):
+    def kept(e, i):
         u = tf.random.stateless_uniform([], seed=tf.stack([seed_t, e * (2 ** 32) + i]))
-        decision = u >= threshold
+        return u >= threshold
+
+    def keep(e, i, batch):
+        decision = kept(e, i)
         if counter is None:
             return decision
         updates = [counter.nominal.assign_add(1),
@@ -110,6 +165,27 @@ def drop_minibatches(dataset, rate=0.5, seed=None, counter=None):
         with tf.control_dependencies(updates):
             return tf.identity(decision)
 
+    if position is not None:
+        n = tf.constant(int(num_batches), tf.int64)
+        endless = np.iinfo(np.int64).max
+
+        def passes_from(e0, i0):
+            def one_pass(e):
+                start = tf.where(tf.equal(e, e0), i0, tf.constant(0, tf.int64))
+                return dataset.enumerate().skip(start).map(lambda i, batch: (e, i, batch))
+            return tf.data.Dataset.range(e0, endless).flat_map(one_pass)
+
+        def from_position(_):
+            consumed = tf.cast(tf.convert_to_tensor(position), tf.int64)
+            # (e, i) of the first kept batch not yet consumed, from the draws alone.
+            start = (tf.data.Dataset.range(endless).map(lambda j: (j // n, j % n))
+                     .filter(kept).skip(consumed).take(1))
+            return start.flat_map(passes_from)
+
+        stream = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(from_position)
+        return stream.filter(keep).map(lambda e, i, batch: batch)
+
+    epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="smd_epoch")
     epochs = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).map(
         lambda _: epoch.assign_add(1))
     out = epochs.flat_map(per_epoch).filter(keep).map(lambda e, i, batch: batch)

@@ -19,7 +19,7 @@ from keras_efficient.schedules import RetentionTargetSchedule
 
 def _per_replica(strategy, fn):
     """Runs `fn` once per replica inside one `tf.function`; the local results as NumPy."""
-    @tf.function
+    @tf.function(autograph=False)  # TF 2.14's AutoGraph mis-converts TFP's distribution methods
     def step():
         return strategy.run(fn)
 
