@@ -6,6 +6,7 @@ from keras_efficient.layers.random_projection import RandomProjection
 from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 from keras_efficient.losses.early_classification import early_classification_nll
 from keras_efficient.losses.mixture_kl import check_labels, mixture_kl_divergence
+from keras_efficient.utils.graph import FunctionalGraph, TensorRef, is_functional
 from keras_efficient.utils.validation import check_choice, check_float, check_int, invalid_argument
 
 __all__ = ["ReBEL", "split_functional_model"]
@@ -17,42 +18,40 @@ def split_functional_model(model, split_layer):
     H maps the model inputs to the output of `split_layer`; T is rebuilt on a
     fresh `keras.Input` of that shape by replaying every later layer (the layers,
     and so the weights, are shared with `model`). T ∘ H computes `model`.
-    Requires that no layer after the split reads a tensor from before it.
+    Requires that no layer after the split reads a tensor from before it. The
+    graph is read from the model's public config (`keras_efficient.utils.graph`),
+    so every layer must implement `get_config`.
     """
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
+    if not is_functional(model):
         raise invalid_argument("model", "a functional keras.Model", model, TypeError)
     names = [layer.name for layer in model.layers]
     if split_layer not in names:
         raise invalid_argument("split_layer", "one of the model's layer names ({})".format(
             ", ".join(names)), split_layer)
+    graph = FunctionalGraph(model)
     split = model.get_layer(split_layer)
-    if len(split._inbound_nodes) != 1:
+    # `split.output` is the output of the layer's first call anywhere: the layer must
+    # have no call outside the model either.
+    if graph.call_count(split) != 1 or len(split.inbound_nodes) != 1:
         raise invalid_argument("split_layer", "a layer called once in the model", split_layer)
     split_out = split.output
     head = keras.Model(model.inputs, split_out, name=model.name + "_head")
     tail_in = keras.Input(shape=split_out.shape[1:], dtype=split_out.dtype, name="bottleneck")
-    mapping = {id(split_out): tail_in}
-    position = names.index(split_layer)
-    for layer in model.layers[position + 1:]:
-        for node in layer._inbound_nodes:
-            inputs = node.input_tensors
-            flat = tf.nest.flatten(inputs)
-            if not all(id(t) in mapping for t in flat):
-                if any(id(t) in mapping for t in flat):
-                    raise ValueError("Layer `{}` after the split reads a tensor from before `{}`; "
-                                     "the model cannot be split there.".format(layer.name,
-                                                                                split_layer))
-                continue
-            args = tf.nest.map_structure(lambda t: mapping[id(t)], inputs)
-            outputs = layer(args, **(node.call_kwargs or {}))
-            for old, new in zip(tf.nest.flatten(node.outputs), tf.nest.flatten(outputs)):
-                mapping[id(old)] = new
-    missing = [t for t in model.outputs if id(t) not in mapping]
-    if missing:
+    start = TensorRef(split.name, 0, 0)
+    after = graph.downstream([start])
+    replayed = {(call.layer.name, call.index) for call in after}
+    for call in after:
+        if any(ref != start and (ref.layer, ref.call) not in replayed for ref in call.refs):
+            raise ValueError("Layer `{}` after the split reads a tensor from before `{}`; "
+                             "the model cannot be split there.".format(call.layer.name,
+                                                                       split_layer))
+    tensors = graph.replay({start: tail_in})
+    if any(ref not in tensors for ref in graph.output_refs):
         raise ValueError("The model's outputs do not depend on `{}` only; cannot split there.".format(
             split_layer))
-    tail = keras.Model(tail_in, [mapping[id(t)] for t in model.outputs] if len(model.outputs) > 1
-                       else mapping[id(model.outputs[0])], name=model.name + "_tail")
+    outputs = [tensors[ref] for ref in graph.output_refs]
+    tail = keras.Model(tail_in, outputs if len(outputs) > 1 else outputs[0],
+                       name=model.name + "_tail")
     return head, tail
 
 

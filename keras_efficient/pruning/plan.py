@@ -11,6 +11,7 @@ from keras_efficient.backend import keras
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout
 from keras_efficient.layers.conformer import ConformerBlock
 from keras_efficient.layers.padded_frames import SubsampledTimeMask
+from keras_efficient.utils.graph import FunctionalGraph, is_functional
 
 __all__ = []
 
@@ -123,24 +124,23 @@ def pruned_parameters(layer, rows, cols):
         n_out if layer.use_bias else 0)
 
 
-def _single(nodes, what, layer):
-    if len(nodes) != 1:
+def _single(items, what, layer):
+    if len(items) != 1:
         raise ValueError("Cannot prune around layer `{}`: it has {} {} nodes; prune() needs a "
-                         "layer used exactly once.".format(layer.name, len(nodes), what))
-    return nodes[0]
+                         "layer used exactly once.".format(layer.name, len(items), what))
+    return items[0]
 
 
-def _inbound_layer(layer):
-    node = _single(layer._inbound_nodes, "inbound", layer)
-    inbound = node.inbound_layers
-    if isinstance(inbound, (list, tuple)):
+def _inbound_layer(graph, layer):
+    call = _single(graph.calls(layer), "inbound", layer)
+    if len(call.refs) != 1:
         raise ValueError("Cannot prune around layer `{}`: it has several inputs.".format(
             layer.name))
-    return inbound
+    return graph.layer(call.refs[0].layer)
 
 
-def _outbound_layer(layer):
-    return _single(layer._outbound_nodes, "outbound", layer).outbound_layer
+def _outbound_layer(graph, layer):
+    return _single(graph.consumers(layer), "outbound", layer).layer
 
 
 def _is_unit_layer(layer):
@@ -163,35 +163,35 @@ def _is_flatten(layer):
     return target[-1] in (-1, shape_in[-2] * shape_in[-1])
 
 
-def site_plan(adl):
-    """The producer -> ADL -> consumer chain around a top-level AdaptiveDropout (see
-    `SitePlan`), or ValueError."""
+def site_plan(adl, graph):
+    """The producer -> ADL -> consumer chain around a top-level AdaptiveDropout of the
+    model whose `FunctionalGraph` is `graph` (see `SitePlan`), or ValueError."""
     if adl._unit != (adl._rank - 1,):
         raise ValueError("prune() removes units of a top-level AdaptiveDropout only when its "
                          "unit axis is the last one; `{}` has unit_axes={}.".format(
                              adl.name, adl.unit_axes))
     between = []
-    producer = _inbound_layer(adl)
+    producer = _inbound_layer(graph, adl)
     while isinstance(producer, (keras.layers.Dropout, keras.layers.Activation)):
-        _outbound_layer(producer)
+        _outbound_layer(graph, producer)
         between.append(producer)
-        producer = _inbound_layer(producer)
-    consumer = _outbound_layer(adl)
+        producer = _inbound_layer(graph, producer)
+    consumer = _outbound_layer(graph, adl)
     while isinstance(consumer, (keras.layers.Dropout, SubsampledTimeMask)):
         between.append(consumer)
-        consumer = _outbound_layer(consumer)
+        consumer = _outbound_layer(graph, consumer)
     flatten = None
     if _is_flatten(consumer):
         flatten = consumer
-        consumer = _outbound_layer(consumer)
+        consumer = _outbound_layer(graph, consumer)
     if not _is_unit_layer(producer) or not _is_unit_layer(consumer):
         raise ValueError(
             "prune() needs AdaptiveDropout `{}` between two Dense or Conv2D layers (Dense/Conv2D "
             "-> [Dropout or Activation] -> AdaptiveDropout -> [Dropout] -> [Reshape flattening "
             "the last two axes] -> Dense/Conv2D); found {} -> ... -> {}.".format(
                 adl.name, type(producer).__name__, type(consumer).__name__))
-    _outbound_layer(producer)  # the producer's output must feed only this chain
-    _single(consumer._inbound_nodes, "inbound", consumer)
+    _outbound_layer(graph, producer)  # the producer's output must feed only this chain
+    _single(graph.calls(consumer), "inbound", consumer)
     units = int(producer.kernel.shape[-1])
     if units != adl._units_shape[0]:
         raise ValueError("AdaptiveDropout `{}` has {} units but `{}` has {}.".format(
@@ -202,29 +202,27 @@ def site_plan(adl):
 def model_plans(model):
     """({ConformerBlock: BlockPlan}, {AdaptiveDropout: SitePlan}, [nested model]) for a
     functional model. Nested functional (or Sequential) models that hold sites are listed
-    in the third element and planned on their own, recursively."""
-    if not isinstance(model, keras.Model) or not getattr(model, "_is_graph_network", False):
-        raise ValueError("Expected a functional or Sequential keras.Model built on inputs. "
-                         "Received: model={!r}".format(model))
+    in the third element and planned on their own, recursively. The graph is read from
+    the model's public config (`keras_efficient.utils.graph`)."""
+    graph = FunctionalGraph(model)
     blocks, sites, nested = {}, {}, []
     for layer in model.layers:
         if isinstance(layer, ConformerBlock) and layer.adaptive:
             blocks[layer] = BlockPlan(layer)
         elif isinstance(layer, AdaptiveDropout):
-            sites[layer] = site_plan(layer)
+            sites[layer] = site_plan(layer, graph)
         elif isinstance(layer, keras.Model):
-            inner = [sub for sub in layer._flatten_layers(include_self=False)
-                     if isinstance(sub, AdaptiveDropout)]
+            inner = [sub for sub in layer.submodules if isinstance(sub, AdaptiveDropout)]
             if not inner:
                 continue
-            if not getattr(layer, "_is_graph_network", False):
+            if not is_functional(layer):
                 raise ValueError("prune() handles AdaptiveDropout layers in functional and "
                                  "Sequential models (also nested ones); `{}` is a subclassed "
                                  "model holding `{}`.".format(layer.name, inner[0].name))
-            if len(layer._inbound_nodes) != 1:
+            if graph.call_count(layer) != 1:
                 raise ValueError("Cannot prune nested model `{}`: it is used {} times; prune() "
                                  "needs a model used exactly once.".format(
-                                     layer.name, len(layer._inbound_nodes)))
+                                     layer.name, graph.call_count(layer)))
             nested.append(layer)
     return blocks, sites, nested
 
@@ -232,7 +230,7 @@ def model_plans(model):
 def adaptive_dropout_weights(model):
     """All AdaptiveDropout variables of the model (retention parameters and step counters)."""
     out = []
-    for layer in model._flatten_layers(include_self=False):
+    for layer in model.submodules:
         if isinstance(layer, AdaptiveDropout):
             out.extend(layer.weights)
     return out

@@ -9,6 +9,7 @@ from keras_efficient.pruning.pruned_layers import (
     ConstantOutput,
     PrunedConformerBlock,
 )
+from keras_efficient.utils.graph import FunctionalGraph
 
 __all__ = ["prune"]
 
@@ -97,27 +98,19 @@ def prune(model, name=None):
         new_layers[key] = (new, loader)
         return new
 
+    graph = FunctionalGraph(model)
     new_inputs = [keras.Input(shape=x.shape[1:], batch_size=x.shape[0], dtype=x.dtype,
-                              name=x.node.layer.name) for x in model.inputs]
-    usage = model._tensor_usage_count
-    tensors = {}
-    for x, y in zip(model.inputs, new_inputs):
-        tensors[str(id(x))] = [y] * usage[str(id(x))]
-    for depth in sorted(model._nodes_by_depth, reverse=True):
-        for node in model._nodes_by_depth[depth]:
-            if node.is_input:
-                continue
-            args, kwargs = node.map_arguments(tensors)
-            layer = node.layer
-            new = None if isinstance(layer, AdaptiveDropout) else replacement(layer)
-            outputs = args[0] if new is None else new(*args, **kwargs)
-            for x_id, y in zip(node.flat_output_ids, tf.nest.flatten(outputs)):
-                tensors[x_id] = [y] * usage[x_id]
-    outputs = [tensors[str(id(x))].pop() for x in model.outputs]
+                              name=ref.layer) for x, ref in zip(model.inputs, graph.input_refs)]
+    # An AdaptiveDropout (and a producer with no surviving unit) is replaced by None:
+    # the replay passes its input through.
+    tensors = graph.replay(
+        dict(zip(graph.input_refs, new_inputs)),
+        lambda layer: None if isinstance(layer, AdaptiveDropout) else replacement(layer))
+    outputs = [tensors[ref] for ref in graph.output_refs]
     pruned = keras.Model(
-        tf.nest.pack_sequence_as(model._nested_inputs, new_inputs)
-        if isinstance(model._nested_inputs, (list, tuple, dict)) else new_inputs[0],
-        tf.nest.pack_sequence_as(model._nested_outputs, outputs),
+        tf.nest.pack_sequence_as(model.input, new_inputs)
+        if isinstance(model.input, (list, tuple, dict)) else new_inputs[0],
+        tf.nest.pack_sequence_as(model.output, outputs),
         name=name or model.name + "_pruned")
     for new, loader in new_layers.values():
         if new is not None:

@@ -1,5 +1,6 @@
-"""Small shared utilities: argument and input validation."""
+"""Small shared utilities: argument and input validation, the functional graph of a model."""
 
+from keras_efficient.utils.graph import FunctionalGraph, LayerCall, TensorRef, is_functional
 from keras_efficient.utils.validation import (
     assert_finite,
     assert_nonempty_batch,
@@ -14,6 +15,9 @@ from keras_efficient.utils.validation import (
 )
 
 __all__ = [
+    "FunctionalGraph",
+    "LayerCall",
+    "TensorRef",
     "assert_finite",
     "assert_nonempty_batch",
     "check_axes",
@@ -24,4 +28,5 @@ __all__ = [
     "check_last_dim_defined",
     "check_int",
     "invalid_argument",
+    "is_functional",
 ]
