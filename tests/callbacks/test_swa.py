@@ -144,3 +144,49 @@ def test_bn_of_a_skipped_block_averages_only_the_batches_it_ran_on():
     np.testing.assert_allclose(bn.moving_variance.numpy(), np.mean([h.var(0) for h in ran], 0),
                                rtol=1e-4, atol=1e-5)
     assert bn.momentum == 0.99 and "call" not in vars(bn)
+
+
+def test_average_lives_in_the_model_checkpoint(tmp_path):
+    # The running average and count are variables tracked by the model (not NumPy in the
+    # callback): a TensorFlow-format checkpoint restores them into a rebuilt model, whose
+    # new callback continues from them. model.weights is unchanged.
+    x, y = _data()
+    model = _model(bn=False)
+    n_weights = len(model.weights)
+    snaps = _Snapshots()
+    swa = StochasticWeightAveraging(start_epoch=1)
+    model.fit(x, y, batch_size=16, epochs=3, verbose=0, callbacks=[snaps, swa])
+    assert len(model.weights) == n_weights
+    assert swa.num_snapshots == 2
+    average = swa.average()
+    for i, a in enumerate(average):
+        np.testing.assert_allclose(a, np.mean([s[i] for s in snaps.items[1:]], axis=0),
+                                   rtol=1e-5, atol=1e-6)
+    path = str(tmp_path / "ckpt")
+    model.save_weights(path)
+    fresh = _model(bn=False)
+    again = StochasticWeightAveraging(start_epoch=1)
+    again.set_model(fresh)
+    again.on_train_begin()  # attaches the (empty) state, as fit does
+    assert again.num_snapshots == 0 and again.average() is None
+    fresh.load_weights(path)
+    assert again.num_snapshots == 2
+    for a, b in zip(again.average(), average):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_new_fit_from_epoch_zero_starts_a_new_average():
+    x, y = _data()
+    model = _model(bn=False)
+    swa = StochasticWeightAveraging(start_epoch=0)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[swa])
+    assert swa.num_snapshots == 2
+    snaps = _Snapshots()
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[snaps, swa])
+    assert swa.num_snapshots == 2
+    for i, w in enumerate(model.trainable_weights):
+        np.testing.assert_allclose(w.numpy(), np.mean([s[i] for s in snaps.items], axis=0),
+                                   rtol=1e-5, atol=1e-6)
+    # Continuing with initial_epoch after the last snapshot extends the average.
+    model.fit(x, y, batch_size=16, epochs=3, initial_epoch=2, verbose=0, callbacks=[swa])
+    assert swa.num_snapshots == 3

@@ -113,3 +113,25 @@ def test_repeated_stream_with_fit_steps_per_epoch():
     assert kept >= 30 and nominal >= 40
     with pytest.raises(ValueError, match="num_batches"):
         smd_steps_per_epoch(0, 0.5)
+
+
+def test_position_stream_continues_the_repeated_stream_from_the_position():
+    # With `position`, the stream is the repeated SMD sequence started after `position`
+    # kept batches, read when iteration starts (as a restored optimizer.iterations is).
+    reference = _indices(drop_minibatches(tf.data.Dataset.range(10), 0.5, seed=7).repeat(6))
+    position = tf.Variable(0, dtype=tf.int64)
+    stream = drop_minibatches(tf.data.Dataset.range(10), 0.5, seed=7, position=position)
+    assert _indices(stream.take(20)) == reference[:20]
+    for start in (1, 7, 13):
+        position.assign(start)
+        assert _indices(stream.take(10)) == reference[start:start + 10]
+
+
+def test_bad_position():
+    with pytest.raises(TypeError, match="position"):
+        drop_minibatches(tf.data.Dataset.range(3), 0.5, position=3)
+    with pytest.raises(TypeError, match="position"):
+        drop_minibatches(tf.data.Dataset.range(3), 0.5, position=tf.Variable(0.0))
+    unknown = tf.data.Dataset.range(6).filter(lambda i: i < 4)
+    with pytest.raises(ValueError, match="cardinality"):
+        drop_minibatches(unknown, 0.5, position=tf.Variable(0, dtype=tf.int64))

@@ -371,3 +371,51 @@ def test_views_require_build():
 def test_invalid_constructor_arguments(kwargs, name, error):
     with pytest.raises(error, match="`{}`".format(name)):
         AdaptiveDropout(**kwargs)
+
+
+def _mask(layer, rows=16, units=64):
+    return layer(tf.ones((rows, units)), training=True).numpy()
+
+
+def test_seeded_noise_is_a_function_of_seed_and_step():
+    # Stateless draws keyed by (seed, step, replica id): a layer at step t draws what any
+    # layer with the same seed drew at step t (as after restoring a checkpoint), whatever
+    # ran before in the process; the next step and another seed draw other masks.
+    schedule = RetentionTargetSchedule(0.0, -1.0, 10 ** 6)
+    a, b, c = (AdaptiveDropout(schedule, seed=s) for s in (3, 3, 4))
+    for layer in (a, b, c):
+        layer(tf.zeros((1, 64)))
+    a0, a1 = _mask(a), _mask(a)
+    assert not np.array_equal(a0, a1)
+    b.step_counter.assign(1)
+    np.testing.assert_array_equal(_mask(b), a1)
+    b.step_counter.assign(0)
+    np.testing.assert_array_equal(tf.function(lambda: b(tf.ones((16, 64)), training=True))(),
+                                  a0)  # graph mode draws the same as eager
+    assert not np.array_equal(_mask(c), a0)
+    assert int(a.step) == 2
+
+
+def test_unseeded_layers_draw_different_masks_and_set_random_seed_reproduces():
+    schedule = RetentionTargetSchedule(0.0, -1.0, 10 ** 6)
+    keras.utils.set_random_seed(1)
+    a, b = AdaptiveDropout(schedule), AdaptiveDropout(schedule)
+    keras.utils.set_random_seed(1)
+    c = AdaptiveDropout(schedule)
+    for layer in (a, b, c):
+        layer(tf.zeros((1, 64)))
+    assert not np.array_equal(_mask(a), _mask(b))
+    a.step_counter.assign(0)
+    np.testing.assert_array_equal(_mask(a), _mask(c))
+    assert c.get_config()["seed"] is None  # the drawn seed stays out of the config
+
+
+def test_step_counter_once_per_step_under_xla_with_steps_per_execution():
+    x, y = _data()
+    inp = keras.Input((4,))
+    adl = AdaptiveDropout(RetentionTargetSchedule(1.0, -1.0, 100), seed=0, name="adl")
+    model = keras.Model(inp, keras.layers.Dense(1)(adl(inp)))
+    model.compile(keras.optimizers.SGD(0.01), "mse", steps_per_execution=3, jit_compile=True)
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert int(adl.step) == 24 == int(model.optimizer.iterations.numpy())
+    assert np.all(np.isfinite(history.history["loss"]))
