@@ -7,7 +7,7 @@ from keras_efficient.data.minibatch_dropping import (
 )
 from keras_efficient.data.galaxies import make_galaxies
 from keras_efficient.data.images import DATASETS, load_digits32, load_images
-from keras_efficient.data.sequences import make_ctc_sequences
+from keras_efficient.data.sequences import make_ctc_sequences, make_speech_sequences
 
 __all__ = [
     "DATASETS",
@@ -18,4 +18,5 @@ __all__ = [
     "load_images",
     "make_ctc_sequences",
     "make_galaxies",
+    "make_speech_sequences",
 ]

@@ -1,18 +1,27 @@
-"""Adaptive-dropout pruning of a small Conformer CTC encoder (Kubo et al., Table 1 and Fig. 2).
+"""Adaptive-dropout pruning of a Conformer CTC encoder to asked-for sizes (Kubo et al.,
+Table 1 and Fig. 2 analogs).
 
-A Conformer encoder with AdaptiveDropout at every site of Fig. 1 (FFN hidden
-units, per-head queries and values, LConv GLU output) is trained with plain
-`model.fit` and CTC loss on the built-in synthetic sequence task
-(`keras_efficient.data.make_ctc_sequences`), the retention target following
-Eq. (6) from c0 = 10 to c_inf = -2 over the first ~60% of the steps (gamma =
-1e-5 as in the paper; alpha = 1e-9 instead of 1e-7 because the run is ~1000x
-shorter, see the settings). It is then pruned
-physically (`keras_efficient.pruning.prune`) and compared with the same encoder
-trained without ADLs (dense baseline) and with hand-shrunk encoders of about the
-pruned size: fewer blocks (Shallow), a narrower model (Narrow), narrower FFNs
-(NarrowFFN). Error: token error rate (edit distance of greedy CTC decodes over
-reference tokens) on a held-out set. Parameters: the pruned model's
-`count_params()` (equal to the effective count of Table 1).
+Task: `keras_efficient.data.make_speech_sequences`, a synthetic speech-like CTC
+task (24 tokens in confusable groups of three, 3-8 tokens per utterance,
+speaking-rate variation, co-articulation smoothing, additive noise, variable
+length; every encoder is built with `variable_length=True`). Models, each trained
+with plain `model.fit` and CTC loss for the same epochs, for every seed:
+
+* the dense encoder;
+* for every budget rho (default 0.5 and 0.3): the same encoder with AdaptiveDropout
+  at every site of Fig. 1 (FFN hidden units, per-head queries and values, LConv
+  GLU output), the retention target following Eq. (6) from c0 = 10 to c_inf = -2
+  over the first 60% of the steps, with `keras_efficient.pruning.parameter_budget(
+  model, rho)` attached (it settles the effective count on rho times the total from
+  the schedule's K on), then pruned physically with `keras_efficient.pruning.prune`;
+* hand-shrunk dense encoders built to rho times the dense count with
+  `keras_efficient.models.size_conformer`: fewer blocks (Shallow), a narrower model
+  (Narrow), narrower FFNs (NarrowFFN).
+
+Error: token error rate (edit distance of greedy CTC decodes over reference
+tokens) on a held-out set, mean ± std over seeds (sample std, ddof = 1).
+Parameters: `count_params()` of the pruned / built model. FLOPs: forward FLOPs
+per utterance of the full frame count (`keras_efficient.training.flops.encoder_flops`).
 """
 
 import time
@@ -20,7 +29,7 @@ import time
 import numpy as np
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.data import make_ctc_sequences
+from keras_efficient.data import make_speech_sequences
 from keras_efficient.experiments.context import Option, integer, number, parser
 from keras_efficient.layers import CTCBlankPadding
 from keras_efficient.models import (
@@ -30,13 +39,17 @@ from keras_efficient.models import (
     size_conformer,
     token_error_rate,
 )
-from keras_efficient.pruning import count_parameters, prune, surviving_units
+from keras_efficient.pruning import count_parameters, parameter_budget, prune, surviving_units
 from keras_efficient.schedules import RetentionTargetSchedule
+from keras_efficient.training.flops import encoder_flops
 
-DESCRIPTION = ("Adaptive-dropout pruning of a Conformer CTC encoder: dense, ADL-pruned and "
-               "hand-shrunk baselines (Table 1 and Fig. 2 analogs).")
+DESCRIPTION = ("Adaptive-dropout pruning of a Conformer CTC encoder to parameter budgets: dense, "
+               "ADL-pruned and hand-shrunk baselines over seeds (Table 1 and Fig. 2 analogs).")
 
 _SITES = ("ffn1", "attention_query", "attention_value", "conv", "ffn2")
+_BASELINES = (("shallow", "Shallow (L={})", "num_blocks"),
+              ("narrow", "Narrow (D={})", "model_dim"),
+              ("narrow_ffn", "NarrowFFN (F={})", "ffn_dim"))
 
 
 def _model_dim():
@@ -51,19 +64,57 @@ def _model_dim():
     return parse
 
 
+def _budgets():
+    one = number(low=0.0, high=1.0, low_inclusive=False, high_inclusive=False)
+
+    @parser("comma-separated parameter fractions in (0, 1)")
+    def parse(value):
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",")]
+        if not isinstance(value, (list, tuple)) or not value or any(v == "" for v in value):
+            raise ValueError(value)
+        return tuple(one(v) for v in value)
+    return parse
+
+
+def _baseline_kinds():
+    kinds = tuple(kind for kind, _, _ in _BASELINES)
+
+    @parser("comma-separated names out of " + ", ".join(kinds) + ", or none")
+    def parse(value):
+        if value == "none" or (isinstance(value, (list, tuple)) and not value):
+            return ()
+        items = [v.strip() for v in value.split(",")] if isinstance(value, str) else value
+        if not isinstance(items, (list, tuple)) or any(v not in kinds for v in items):
+            raise ValueError(value)
+        return tuple(items)
+    return parse
+
+
 OPTIONS = {
-    "train_size": Option(integer(low=1), default=4096, quick=1024,
-                         help="training utterances of the synthetic CTC task"),
+    "train_size": Option(integer(low=1), default=2048, quick=768,
+                         help="training utterances of the synthetic speech-like CTC task"),
     "test_size": Option(integer(low=1), default=1024, quick=256, help="held-out utterances"),
-    "epochs": Option(integer(low=1), default=40, quick=12, help="epochs of every model"),
-    "num_blocks": Option(integer(low=1), default=4, quick=2, help="Conformer blocks"),
-    "model_dim": Option(_model_dim(), default=144, quick=64, help="Conformer model dimension D"),
+    "epochs": Option(integer(low=1), default=15, quick=8, help="epochs of every model"),
+    "seeds": Option(integer(low=1), default=3, quick=1,
+                    help="training seeds per model (data fixed); mean ± std over them"),
+    "budgets": Option(_budgets(), default=(0.5, 0.3), quick=(0.5,),
+                      help="parameter budgets rho: ADL target fractions and baseline sizes"),
+    "num_blocks": Option(integer(low=1), default=2, help="Conformer blocks"),
+    "model_dim": Option(_model_dim(), default=64, quick=32, help="Conformer model dimension D"),
+    "subsampling_filters": Option(integer(low=1), default=32, quick=16,
+                                  help="channels of the two subsampling convolutions"),
     "feature_dim": Option(integer(low=1), default=16,
                           help="features per frame of the synthetic sequences"),
     "learning_rate": Option(number(low=0.0, low_inclusive=False), default=2e-3,
                             help="Adam learning rate"),
     "alpha": Option(number(low=0.0, low_inclusive=False), default=1e-9,
                     help="ADL alpha (retention logit scale sqrt(gamma/alpha); the paper: 1e-7)"),
+    "baselines": Option(_baseline_kinds(),
+                        default=("shallow", "narrow", "narrow_ffn"),
+                        help="hand-shrunk baselines to train (none: only dense and ADL)"),
 }
 
 
@@ -72,12 +123,15 @@ def _settings(ctx):
         "train_size": ctx.option("train_size"),
         "test_size": ctx.option("test_size"),
         "epochs": ctx.option("epochs"),
+        "seeds": ctx.option("seeds"),
+        "budgets": list(ctx.option("budgets")),
         "batch_size": 32,
         "feature_dim": ctx.option("feature_dim"),
-        "num_frames": 64,
-        "vocab_size": 10,
+        "num_frames": 96,
+        "vocab_size": 24,
         "num_blocks": ctx.option("num_blocks"),
         "model_dim": ctx.option("model_dim"),
+        "subsampling_filters": ctx.option("subsampling_filters"),
         "num_heads": 4,
         "ffn_multiplier": 4,
         "kernel_size": 7,
@@ -90,14 +144,18 @@ def _settings(ctx):
         # to separate kept and pruned units, hence sqrt(gamma/alpha) = 100.
         "alpha": ctx.option("alpha"),
         "gamma": 1e-5,
+        "baselines": list(ctx.option("baselines")),
+        # make_speech_sequences knobs (its defaults but the two that set the difficulty).
+        "spread": 0.3,
+        "noise": 1.0,
     }
 
 
 def _data(s, seed):
-    common = dict(vocab_size=s["vocab_size"], max_label_length=6, feature_dim=s["feature_dim"],
-                  num_frames=s["num_frames"], noise=0.6)
-    train = make_ctc_sequences(s["train_size"], seed=seed, **common)
-    test = make_ctc_sequences(s["test_size"], seed=seed + 1, **common)
+    common = dict(vocab_size=s["vocab_size"], feature_dim=s["feature_dim"],
+                  num_frames=s["num_frames"], spread=s["spread"], noise=s["noise"])
+    train = make_speech_sequences(s["train_size"], seed=seed, **common)
+    test = make_speech_sequences(s["test_size"], seed=seed + 1, **common)
     return train, test
 
 
@@ -106,7 +164,8 @@ def _reference(s):
     return dict(input_shape=(s["num_frames"], s["feature_dim"]), vocab_size=s["vocab_size"],
                 num_blocks=s["num_blocks"], model_dim=s["model_dim"], num_heads=s["num_heads"],
                 ffn_dim=s["ffn_multiplier"] * s["model_dim"], kernel_size=s["kernel_size"],
-                dropout_rate=s["dropout_rate"])
+                dropout_rate=s["dropout_rate"], subsampling_filters=s["subsampling_filters"],
+                variable_length=True)
 
 
 def _encoder(s, adaptive=False, schedule=None):
@@ -114,18 +173,22 @@ def _encoder(s, adaptive=False, schedule=None):
                             gamma=s["gamma"], **_reference(s))
 
 
-def _train(ctx, label, model, s, train, test):
+def _train(ctx, label, model, s, train, test, seed):
     model.compile(keras.optimizers.Adam(s["learning_rate"]), CTCLoss())
     data = (tf.data.Dataset.from_tensor_slices((train["features"], train["labels"]))
-            .shuffle(len(train["labels"]), seed=ctx.seed).batch(s["batch_size"]))
+            .shuffle(len(train["labels"]), seed=seed).batch(s["batch_size"]))
     start = time.time()
     model.fit(data, epochs=s["epochs"], verbose=0, callbacks=[ctx.progress(label)])
     elapsed = time.time() - start
-    error = token_error_rate(test["labels"], model.predict(test["features"], verbose=0,
-                                                           batch_size=128))
+    error = _error(model, test)
     ctx.log("{}: {} parameters, token error rate {:.4f}, {:.0f} s".format(
         label, model.count_params(), error, elapsed))
     return error, elapsed
+
+
+def _error(model, test):
+    return token_error_rate(test["labels"], model.predict(test["features"], verbose=0,
+                                                          batch_size=128))
 
 
 def _real_frames(model, features):
@@ -158,96 +221,209 @@ def _max_relative_difference(reference, outputs, real):
     return float(np.max(np.abs(outputs - reference)) / max(np.max(np.abs(reference)), 1e-12))
 
 
-def _figure(rows, num_blocks):
+def _floor_fraction(model):
+    """count_parameters(model)["ratio"] with every ADL unit pruned (the smallest budget)."""
+    adls = [layer for layer in model._flatten_layers(include_self=False)
+            if hasattr(layer, "retention_raw")]
+    saved = [adl.retention_raw.numpy() for adl in adls]
+    for adl in adls:
+        adl.retention_raw.assign(np.full(adl.retention_raw.shape, -1e6, np.float32))
+    try:
+        return count_parameters(model)["ratio"]
+    finally:
+        for adl, value in zip(adls, saved):
+            adl.retention_raw.assign(value)
+
+
+def _mean_std(values):
+    values = np.asarray(values, float)
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else 0.0
+
+
+def _survival_figure(survival, budgets, num_blocks):
+    """Fig. 2 analog: mean surviving fraction per site and block, one panel per budget."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, ax = plt.subplots(figsize=(7, 3.2))
+    fig, axes = plt.subplots(1, len(budgets), figsize=(4.2 * len(budgets), 3.2), squeeze=False)
     width = 0.8 / len(_SITES)
-    for j, site in enumerate(_SITES):
-        values = [rows["conformer_block_{}/{}".format(b, site)]["fraction"]
-                  for b in range(num_blocks)]
-        ax.bar(np.arange(num_blocks) + (j - (len(_SITES) - 1) / 2) * width, values, width,
-               label=site)
-    ax.set_xticks(np.arange(num_blocks))
-    ax.set_xticklabels(["block {}".format(b) for b in range(num_blocks)])
-    ax.set_ylabel("surviving units")
-    ax.set_ylim(0, 1.05)
-    ax.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, 1.18))
+    for ax, budget in zip(axes[0], budgets):
+        for j, site in enumerate(_SITES):
+            values = [survival[budget]["conformer_block_{}/{}".format(b, site)]
+                      for b in range(num_blocks)]
+            ax.bar(np.arange(num_blocks) + (j - (len(_SITES) - 1) / 2) * width,
+                   [np.mean(v) for v in values], width, label=site)
+        ax.set_xticks(np.arange(num_blocks))
+        ax.set_xticklabels(["block {}".format(b) for b in range(num_blocks)])
+        ax.set_title("budget {:g}".format(budget))
+        ax.set_ylim(0, 1.05)
+    axes[0][0].set_ylabel("surviving units")
+    axes[0][0].legend(fontsize=7, ncol=1, loc="upper left")
+    fig.tight_layout()
     return fig
+
+
+def _error_figure(rows):
+    """Token error rate (mean ± std over seeds) against parameters, every model."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, ax = plt.subplots(figsize=(6, 4))
+    markers = {"dense": "*", "adl": "o", "shallow": "s", "narrow": "^", "narrow_ffn": "v"}
+    for row in rows:
+        ax.errorbar(row["parameters"], row["error_mean"], yerr=row["error_std"],
+                    marker=markers[row["kind"]], linestyle="none", capsize=3,
+                    label="{} ({} params)".format(row["model"], row["parameters"]))
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("token error rate (test)")
+    ax.legend(fontsize=6)
+    fig.tight_layout()
+    return fig
+
+
+def _train_adl(ctx, s, budget, steps, train, test, seed):
+    """One ADL encoder trained to `budget` and pruned: (row dict, survival rows)."""
+    schedule = RetentionTargetSchedule(s["initial_target"], s["final_target"],
+                                       max(1, int(0.6 * steps)))
+    ctx.seed_everything(seed)
+    adl = _encoder(s, adaptive=True, schedule=schedule)
+    floor = _floor_fraction(adl)
+    target = budget
+    if budget < floor + 0.01:
+        target = min(1.0, floor + 0.01)
+        ctx.log("budget {:g} is below the smallest reachable fraction {:.3f} of this "
+                "configuration: using {:.3f}".format(budget, floor, target))
+    parameter_budget(adl, target)
+    label = "ADL rho={:g}".format(budget)
+    hard_error, elapsed = _train(ctx, label, adl, s, train, test, seed)
+    counts = count_parameters(adl)
+    pruned = prune(adl)
+    reference = adl.predict(test["features"], verbose=0, batch_size=128)
+    outputs = pruned.predict(test["features"], verbose=0, batch_size=128)
+    max_diff = _max_relative_difference(reference, outputs, _real_frames(adl, test["features"]))
+    error = token_error_rate(test["labels"], outputs)
+    ctx.log("{} pruned: {} -> {} parameters ({:.3f}), token error rate {:.4f}, max relative "
+            "output difference {:.2e}".format(label, counts["total"], counts["effective"],
+                                              counts["ratio"], error, max_diff))
+    return ({"parameters": pruned.count_params(), "error": error, "hard_error": hard_error,
+             "time": elapsed, "ratio": counts["ratio"], "target": target, "floor": floor,
+             "total": counts["total"], "max_diff": max_diff,
+             "flops": encoder_flops(pruned)["flops"]},
+            surviving_units(adl))
 
 
 def run(ctx):
     s = _settings(ctx)
     train, test = _data(s, ctx.seed)
     steps = s["epochs"] * int(np.ceil(s["train_size"] / s["batch_size"]))
-    schedule = RetentionTargetSchedule(s["initial_target"], s["final_target"],
-                                       max(1, int(0.6 * steps)))
-    ctx.log("{} train / {} test utterances, {} steps, K = {}".format(
-        s["train_size"], s["test_size"], steps, schedule.decay_steps))
-    results = []
+    ctx.log("{} train / {} test utterances, {} steps per model, {} seed(s), budgets {}".format(
+        s["train_size"], s["test_size"], steps, s["seeds"], s["budgets"]))
+    dense_count = conformer_parameters(**_reference(s))
+    baseline_kwargs = {}
+    for budget in s["budgets"]:
+        for kind, label, key in _BASELINES:
+            if kind not in s["baselines"]:
+                continue
+            # The nearest size of the kind (strict=False: e.g. one block may be above rho);
+            # a model already trained for another budget is not trained again.
+            kwargs = size_conformer(int(round(budget * dense_count)), kind, strict=False,
+                                    **_reference(s))
+            if any(kind == k and kwargs == kw for (_, k), (_, kw) in baseline_kwargs.items()):
+                ctx.log("{} at rho={:g}: the nearest size is the encoder of another budget "
+                        "({:.3f} of the dense count); not trained twice".format(
+                            label.format(kwargs[key]), budget,
+                            conformer_parameters(**kwargs) / dense_count))
+                continue
+            baseline_kwargs[budget, kind] = (label.format(kwargs[key]), kwargs)
 
-    ctx.seed_everything(1)
-    dense = _encoder(s)
-    if conformer_parameters(**_reference(s)) != dense.count_params():
-        raise AssertionError("parameter formula {} != Keras count {}".format(
-            conformer_parameters(**_reference(s)), dense.count_params()))
-    dense_error, dense_time = _train(ctx, "dense", dense, s, train, test)
-    results.append(["Dense baseline", dense.count_params(), dense_error, dense_time])
+    runs = {}            # (kind, budget) -> list of per-seed dicts
+    survival = {b: {} for b in s["budgets"]}
+    for index in range(s["seeds"]):
+        base = 1000 * index
 
-    ctx.seed_everything(2)
-    adl = _encoder(s, adaptive=True, schedule=schedule)
-    adl_error, adl_time = _train(ctx, "adaptive dropout", adl, s, train, test)
-    counts = count_parameters(adl)
-    pruned = prune(adl)
-    reference = adl.predict(test["features"], verbose=0, batch_size=128)
-    pruned_out = pruned.predict(test["features"], verbose=0, batch_size=128)
-    max_diff = _max_relative_difference(reference, pruned_out, _real_frames(adl, test["features"]))
-    pruned_error = token_error_rate(test["labels"], pruned_out)
-    effective = pruned.count_params()
-    ctx.log("pruned: {} -> {} parameters, token error rate {:.4f}, max relative output "
-            "difference {:.2e}".format(counts["total"], effective, pruned_error, max_diff))
-    results.append(["ADL (hard mask, before pruning)", counts["total"], adl_error, adl_time])
-    results.append(["ADL pruned (proposed)", effective, pruned_error, 0.0])
+        def add(key, label, model, seed):
+            error, elapsed = _train(ctx, label, model, s, train, test, seed)
+            runs.setdefault(key, []).append({"parameters": model.count_params(), "error": error,
+                                             "time": elapsed,
+                                             "flops": encoder_flops(model)["flops"]})
 
-    # Hand-shrunk baselines of about the pruned size; the closest size even when the
-    # pruned count is outside a kind's range (e.g. below one block), so strict=False.
-    for offset, (kind, label, key) in enumerate((("shallow", "Shallow (L={})", "num_blocks"),
-                                                 ("narrow", "Narrow (D={})", "model_dim"),
-                                                 ("narrow_ffn", "NarrowFFN (F={})", "ffn_dim"))):
-        kwargs = size_conformer(effective, kind, strict=False, **_reference(s))
-        label = label.format(kwargs[key])
-        ctx.seed_everything(3 + offset)
-        model = ConformerEncoder(alpha=s["alpha"], gamma=s["gamma"], **kwargs)
-        error, elapsed = _train(ctx, label, model, s, train, test)
-        results.append([label, model.count_params(), error, elapsed])
+        ctx.seed_everything(base + 1)
+        dense = _encoder(s)
+        if dense.count_params() != dense_count:
+            raise AssertionError("parameter formula {} != Keras count {}".format(
+                dense_count, dense.count_params()))
+        add(("dense", None), "dense (seed {})".format(index), dense, base + 1)
+        for j, budget in enumerate(s["budgets"]):
+            row, units = _train_adl(ctx, s, budget, steps, train, test, base + 10 + j)
+            runs.setdefault(("adl", budget), []).append(row)
+            for unit in units:
+                survival[budget].setdefault(unit["site"], []).append(unit["fraction"])
+            for k, (kind, _, _) in enumerate(_BASELINES):
+                if (budget, kind) not in baseline_kwargs:
+                    continue
+                label, kwargs = baseline_kwargs[budget, kind]
+                ctx.seed_everything(base + 100 + 10 * j + k)
+                model = ConformerEncoder(alpha=s["alpha"], gamma=s["gamma"], **kwargs)
+                add((kind, budget), label, model, base + 100 + 10 * j + k)
 
-    survival = surviving_units(adl)
-    rows = {r["site"]: r for r in survival}
+    rows = []
+    for (kind, budget), items in runs.items():
+        if kind == "dense":
+            name = "Dense baseline"
+        elif kind == "adl":
+            name = "ADL pruned, rho={:g} (proposed)".format(budget)
+        else:
+            name = "{}, rho={:g}".format(baseline_kwargs[budget, kind][0], budget)
+        mean, std = _mean_std([r["error"] for r in items])
+        rows.append({"model": name, "kind": kind, "budget": budget,
+                     "parameters": int(round(np.mean([r["parameters"] for r in items]))),
+                     "parameter_ratio": float(np.mean([r["parameters"] for r in items])
+                                              / dense_count),
+                     "flops": int(round(np.mean([r["flops"] for r in items]))),
+                     "error_mean": mean, "error_std": std,
+                     "errors": [float(r["error"]) for r in items],
+                     "train_time_s": float(np.mean([r["time"] for r in items]))})
+    order = {"dense": 0, "adl": 1, "shallow": 2, "narrow": 3, "narrow_ffn": 4}
+    rows.sort(key=lambda r: (-(r["budget"] or 1.0), order[r["kind"]]))
+
     ctx.report.add_text(__doc__)
     ctx.report.add_table(
-        "Table 1 analog: parameters and token error rate (test set)",
-        ["model", "parameters", "token error rate", "train time (s)"], results)
-    ctx.report.add_table(
-        "Fig. 2 analog: surviving units per site",
-        ["block"] + list(_SITES),
-        [["block {}".format(b)] + ["{}/{} ({:.0%})".format(
-            rows["conformer_block_{}/{}".format(b, site)]["surviving"],
-            rows["conformer_block_{}/{}".format(b, site)]["total"],
-            rows["conformer_block_{}/{}".format(b, site)]["fraction"]) for site in _SITES]
-         for b in range(s["num_blocks"])])
-    ctx.report.add_figure("surviving_units", _figure(rows, s["num_blocks"]),
-                          "Fraction of surviving units per ADL site and block (Fig. 2 analog)")
+        "Table 1 analog: parameters, FLOPs and token error rate (test set; mean ± std over {} "
+        "seed(s))".format(s["seeds"]),
+        ["model", "parameters", "ratio", "MFLOPs / utt.", "token error rate",
+         "per seed", "train time (s)"],
+        [[r["model"], r["parameters"], "{:.3f}".format(r["parameter_ratio"]),
+          "{:.2f}".format(r["flops"] / 1e6),
+          "{:.4f} ± {:.4f}".format(r["error_mean"], r["error_std"]),
+          " ".join("{:.4f}".format(e) for e in r["errors"]), "{:.0f}".format(r["train_time_s"])]
+         for r in rows])
+    for budget in s["budgets"]:
+        adl_runs = runs[("adl", budget)]
+        ctx.report.add_table(
+            "Fig. 2 analog, budget {:g}: surviving units per site (mean fraction over seeds; "
+            "reached ratio {})".format(budget, ", ".join(
+                "{:.4f}".format(r["ratio"]) for r in adl_runs)),
+            ["block"] + list(_SITES),
+            [["block {}".format(b)] + ["{:.0%}".format(np.mean(
+                survival[budget]["conformer_block_{}/{}".format(b, site)])) for site in _SITES]
+             for b in range(s["num_blocks"])])
+    ctx.report.add_figure("surviving_units", _survival_figure(survival, s["budgets"],
+                                                              s["num_blocks"]),
+                          "Mean fraction of surviving units per ADL site and block, one panel "
+                          "per budget (Fig. 2 analog)")
+    ctx.report.add_figure("error_vs_parameters", _error_figure(rows),
+                          "Token error rate (mean ± std over seeds) against parameters")
+    max_diff = max(r["max_diff"] for b in s["budgets"] for r in runs[("adl", b)])
     ctx.report.add_text(
-        "Pruned model: {} of {} parameters ({:.1%}); its outputs differ from the unpruned "
-        "model's hard-mask outputs by at most {:.1e} (relative to the largest logit; real frames "
-        "only).".format(
-            effective, counts["total"], effective / counts["total"], max_diff))
+        "Pruned models' outputs differ from the unpruned models' hard-mask outputs by at most "
+        "{:.1e} (relative to the largest logit; real frames only).".format(max_diff))
     ctx.report.add_metrics({
         "settings": s,
-        "table1": [{"model": r[0], "parameters": int(r[1]), "token_error_rate": float(r[2]),
-                    "train_time_s": float(r[3])} for r in results],
-        "parameters": counts,
+        "dense_parameters": dense_count,
+        "table1": rows,
+        "adl_runs": {"{:g}".format(b): runs[("adl", b)] for b in s["budgets"]},
         "pruned_max_relative_output_difference": max_diff,
-        "surviving_units": survival,
+        "surviving_units": {"{:g}".format(b): {site: [float(v) for v in values]
+                                               for site, values in survival[b].items()}
+                            for b in s["budgets"]},
     })

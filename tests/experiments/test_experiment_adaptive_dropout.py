@@ -5,9 +5,16 @@ import numpy as np
 import pytest
 
 from keras_efficient.experiments import run_experiment
-from keras_efficient.experiments.adaptive_dropout import _max_relative_difference, _real_frames
+from keras_efficient.experiments.adaptive_dropout import (
+    OPTIONS,
+    _floor_fraction,
+    _max_relative_difference,
+    _mean_std,
+    _real_frames,
+)
+from keras_efficient.experiments.context import resolve_options
 from keras_efficient.models import ConformerEncoder, conformer_parameters
-from keras_efficient.pruning import prune
+from keras_efficient.pruning import count_parameters, prune
 from keras_efficient.schedules import RetentionTargetSchedule
 
 
@@ -18,24 +25,69 @@ def test_parameter_formula_used_for_hand_shrunk_baselines(blocks, dim, ffn, kern
     assert conformer_parameters((64, 16), 10, blocks, dim, ffn, kernel) == model.count_params()
 
 
-@pytest.mark.slow
-def test_tiny_run_writes_table_figure_and_metrics(tmp_path):
+def test_tiny_quick_run_writes_tables_figures_and_metrics(tmp_path):
+    """The quick path (budget attached, prune, a hand-shrunk baseline) in a tiny setup."""
     out = os.path.join(str(tmp_path), "run")
     ctx = run_experiment("adaptive-dropout", quick=True, out_dir=out, options={
-        "train_size": 64, "test_size": 16, "epochs": 1, "num_blocks": 1, "model_dim": 16})
+        "train_size": 32, "test_size": 8, "epochs": 1, "num_blocks": 1, "model_dim": 8,
+        "subsampling_filters": 4, "baselines": "narrow", "budgets": "0.5"})
     metrics = ctx.report.metrics
-    names = [row["model"] for row in metrics["table1"]]
-    assert names[:3] == ["Dense baseline", "ADL (hard mask, before pruning)",
-                         "ADL pruned (proposed)"]
-    assert any(n.startswith("Shallow") for n in names)
-    assert any(n.startswith("Narrow (") for n in names)
-    assert any(n.startswith("NarrowFFN") for n in names)
+    assert metrics["settings"]["seeds"] == 1 and metrics["settings"]["budgets"] == [0.5]
+    rows = {row["kind"]: row for row in metrics["table1"]}
+    assert [row["kind"] for row in metrics["table1"]] == ["dense", "adl", "narrow"]
+    dense, adl = rows["dense"], rows["adl"]
+    assert dense["parameters"] == metrics["dense_parameters"] and dense["parameter_ratio"] == 1.0
+    assert rows["narrow"]["model"].startswith("Narrow (D=4)")
+    assert rows["narrow"]["parameters"] < dense["parameters"]
+    run = metrics["adl_runs"]["0.5"][0]
+    # The budget is reached (the tiny run settles within one unit) and pruning is exact.
+    assert abs(run["ratio"] - 0.5) < 0.05
+    assert run["parameters"] == adl["parameters"] < dense["parameters"]
     assert metrics["pruned_max_relative_output_difference"] < 1e-5
-    assert metrics["table1"][2]["parameters"] == metrics["parameters"]["effective"]
-    assert len(metrics["surviving_units"]) == 5
-    assert os.path.exists(os.path.join(out, "surviving_units.png"))
+    assert run["flops"] < dense["flops"]
+    for row in metrics["table1"]:
+        assert 0.0 <= row["error_mean"] and row["error_std"] == 0.0 and len(row["errors"]) == 1
+    assert len(metrics["surviving_units"]["0.5"]) == 5
+    for name in ("surviving_units.png", "error_vs_parameters.png", "metrics.json"):
+        assert os.path.exists(os.path.join(out, name))
     with open(os.path.join(out, "metrics.json")) as f:
         assert "table1" in json.load(f)
+    with open(os.path.join(out, "report.md")) as f:
+        report = f.read()
+    assert "Fig. 2 analog, budget 0.5" in report and "± 0.0000" in report
+
+
+def test_quick_and_full_defaults():
+    quick = resolve_options(OPTIONS, {}, quick=True)
+    full = resolve_options(OPTIONS, {}, quick=False)
+    assert quick["seeds"] == 1 and quick["budgets"] == (0.5,)
+    assert full["seeds"] == 3 and full["budgets"] == (0.5, 0.3)
+    assert resolve_options(OPTIONS, {"budgets": "0.4, 0.2"})["budgets"] == (0.4, 0.2)
+    for bad in ("0", "1", "0.5,", "x", "-0.1"):
+        with pytest.raises(ValueError, match="budgets"):
+            resolve_options(OPTIONS, {"budgets": bad})
+    assert resolve_options(OPTIONS, {"baselines": "none"})["baselines"] == ()
+    assert resolve_options(OPTIONS, {"baselines": "narrow,shallow"})["baselines"] == (
+        "narrow", "shallow")
+    with pytest.raises(ValueError, match="baselines"):
+        resolve_options(OPTIONS, {"baselines": "wide"})
+
+
+def test_mean_std_is_the_sample_std():
+    mean, std = _mean_std([0.1, 0.2, 0.3])
+    assert mean == pytest.approx(0.2) and std == pytest.approx(0.1)
+    assert _mean_std([0.25]) == (0.25, 0.0)
+
+
+def test_floor_fraction_is_the_all_pruned_ratio_and_restores_the_logits():
+    model = ConformerEncoder((32, 8), vocab_size=4, num_blocks=1, model_dim=8, num_heads=2,
+                             ffn_dim=8, kernel_size=3, adaptive=True,
+                             schedule=RetentionTargetSchedule(1.0, -1.0, 10))
+    before = [w.numpy() for w in model.weights]
+    floor = _floor_fraction(model)
+    for w, value in zip(model.weights, before):
+        np.testing.assert_array_equal(w.numpy(), value)
+    assert 0.0 < floor < count_parameters(model)["ratio"] == 1.0
 
 
 def test_output_difference_is_measured_over_real_frames_only():
