@@ -9,9 +9,11 @@ cosmology paper)
 where the data term is averaged over a batch, so the KL sum is scaled by
 1 / num_train_examples (the usual minibatch ELBO; the paper's code divides by the
 training set size as well). Each layer adds
-`kl_weight * KL(q || p) / num_train_examples` through `add_loss` (as a callable
+`w * kl_weight * KL(q || p) / num_train_examples` through `add_loss` (as a callable
 loss, like a kernel regularizer, registered when the layer is built), so Keras
-adds it to the compiled loss on every step.
+adds it to the compiled loss on every step. w is the KL warm-up weight, a
+non-trainable scalar weight `kl_warmup` of each layer (1 unless
+`keras_efficient.callbacks.KLWarmup` anneals it from 0; checkpoints restore it).
 
 Two gradient estimators of the data term, each TFP's layer subclassed:
 
@@ -35,8 +37,13 @@ registered for serialization.
 Choices where the paper is vague (following the paper's public code): posterior
 means initialised with He-normal, untransformed posterior scales with
 N(posterior_scale_init, 0.1) (sigma = softplus(.) + eps, about 1e-4 for the
-default -9), deterministic biases (point estimates, no KL term), and the KL in
-closed form (Normal-Normal).
+layers' default -9, the paper's code), deterministic biases (point estimates, no
+KL term), and the KL in closed form (Normal-Normal). `prior_scale="he"` uses
+s = sqrt(2 / fan_in) per layer (the He-normal scale of the posterior means)
+instead of one number. The layers keep the paper's recipe (N(0, 1) prior, -9) as
+their defaults; `models.galaxy_shape_estimator` defaults to "he" and -5, with
+which the posterior starts where it can move (docs/probabilistic_ipu_gpu.md,
+"Training a BNN").
 
 Cost: the per-step work that does not depend on the batch size is drawing one
 N(0, 1) number per kernel weight and the KL over all kernel weights. Both are
@@ -63,18 +70,37 @@ from keras_efficient.utils.validation import (
     invalid_argument,
 )
 
-__all__ = ["FlipoutDense", "FlipoutConv2D", "ReparameterizationDense", "ReparameterizationConv2D"]
+__all__ = ["FlipoutDense", "FlipoutConv2D", "ReparameterizationDense", "ReparameterizationConv2D",
+           "bayesian_layers"]
 
 tfd = tfp.distributions
 _layers_util = tfp.layers.util
 
 
-def _normal_prior_fn(scale):
-    """Prior factory for TFP's variational layers: independent N(0, scale^2) per weight."""
+def _prior_stddev(prior_scale, kernel_shape):
+    """The prior's standard deviation s: `prior_scale`, or sqrt(2 / fan_in) for "he"
+    (fan_in = product of the kernel shape without its last, output, dimension)."""
+    if prior_scale == "he":
+        fan_in = int(np.prod([int(d) for d in kernel_shape[:-1]], dtype=np.int64))
+        return math.sqrt(2.0 / fan_in)
+    return float(prior_scale)
+
+
+def _check_prior_scale(prior_scale):
+    if prior_scale == "he":
+        return prior_scale
+    if isinstance(prior_scale, str):
+        raise invalid_argument("prior_scale", 'a positive float or "he"', prior_scale)
+    return check_float("prior_scale", prior_scale, low=0.0, low_inclusive=False)
+
+
+def _normal_prior_fn(prior_scale):
+    """Prior factory for TFP's variational layers: independent N(0, s^2) per weight."""
 
     def prior_fn(dtype, shape, name, trainable, add_variable_fn):
         del name, trainable, add_variable_fn  # The prior has no variables.
         np_dtype = dtype.as_numpy_dtype
+        scale = _prior_stddev(prior_scale, shape)
         dist = tfd.Normal(loc=np.zeros(shape, np_dtype), scale=np_dtype(scale))
         return tfd.Independent(dist, reinterpreted_batch_ndims=len(shape))
 
@@ -186,7 +212,7 @@ class _BayesianMixin:
         and sets `kwargs["dtype"]` to float32 unless given."""
         self.num_train_examples = check_int("num_train_examples", num_train_examples, low=1)
         self.kl_weight = check_float("kl_weight", kl_weight, low=0.0)
-        self.prior_scale = check_float("prior_scale", prior_scale, low=0.0, low_inclusive=False)
+        self.prior_scale = _check_prior_scale(prior_scale)
         self.posterior_scale_init = check_float("posterior_scale_init", posterior_scale_init)
         self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
         self.check_finite = check_bool("check_finite", check_finite)
@@ -211,11 +237,33 @@ class _BayesianMixin:
             self.seed = seed
         return fns
 
-    def kl_divergence(self):
-        """kl_weight * KL(q(kernel) || N(0, prior_scale^2)) / num_train_examples (Eq. 2)."""
+    def _add_kl_warmup_weight(self):
+        # Training-progress state in a non-trainable weight (restored by checkpoints);
+        # `keras_efficient.callbacks.KLWarmup` moves it from 0 to 1. Created with the
+        # layer, before `build`, so a callback can set it before the first step.
+        self.kl_warmup = self.add_weight(
+            name="kl_warmup", shape=(), dtype="float32", trainable=False,
+            initializer=keras.initializers.Ones())
+
+    def kl_divergence(self, warmup=True):
+        """[w *] kl_weight * KL(q(kernel) || N(0, prior_scale^2)) / num_train_examples (Eq. 2).
+
+        Args:
+          warmup: multiply by the KL warm-up weight w (the non-trainable weight
+            `kl_warmup`, 1 unless `callbacks.KLWarmup` lowers it): the term that
+            `add_loss` adds to the training loss. False: the full Eq. 2 term.
+        """
         posterior = self.kernel_posterior.distribution
-        kl = _normal_kl_to_centered_normal(posterior.loc, posterior.scale, self.prior_scale)
-        return kl * (self.kl_weight / float(self.num_train_examples))
+        kl = _normal_kl_to_centered_normal(posterior.loc, posterior.scale, self.prior_stddev)
+        kl = kl * (self.kl_weight / float(self.num_train_examples))
+        if warmup:
+            kl = kl * self.kl_warmup
+        return kl
+
+    @property
+    def prior_stddev(self):
+        """The prior's standard deviation s (float; for "he", sqrt(2 / fan_in) of the kernel)."""
+        return _prior_stddev(self.prior_scale, self.kernel_posterior.distribution.loc.shape)
 
     def posterior_stddev(self):
         """The kernel posterior's standard deviations sigma (same shape as the kernel)."""
@@ -276,6 +324,7 @@ class _DenseBase(_BayesianMixin):
                                   kernel_loc_initializer, check_finite, use_bias, seed, kwargs)
         super().__init__(units, activation=keras.activations.get(activation), **fns, **kwargs)
         self.use_bias = use_bias
+        self._add_kl_warmup_weight()
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -314,6 +363,7 @@ class _Conv2DBase(_BayesianMixin):
                          dilation_rate=dilation_rate, activation=keras.activations.get(activation),
                          **fns, **kwargs)
         self.use_bias = use_bias
+        self._add_kl_warmup_weight()
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -353,7 +403,8 @@ class FlipoutDense(_DenseBase, tfp.layers.DenseFlipout):
       use_bias: add a (deterministic) bias.
       num_train_examples: N, the size of the training set; the KL is divided by it.
       kl_weight: extra multiplier on the KL (1 = Eq. 2; 0 disables the KL term).
-      prior_scale: standard deviation s of the N(0, s^2) prior (Eq. 2 uses 1).
+      prior_scale: standard deviation s of the N(0, s^2) prior: a positive float
+        (Eq. 2 uses 1) or "he" for s = sqrt(2 / fan_in) of this layer's kernel.
       posterior_scale_init: mean of the initial untransformed scale (sigma = softplus).
       kernel_loc_initializer: initializer of the posterior means.
       check_finite: assert finite inputs (NaN/Inf -> InvalidArgumentError).
@@ -445,6 +496,21 @@ class ReparameterizationConv2D(_Conv2DBase, tfp.layers.Convolution2DReparameteri
     """
 
     _tfp_takes_seed = False
+
+
+def bayesian_layers(model):
+    """The Bayesian layers of this module inside `model` (nested ones included).
+
+    `model` may be a model, a layer holding such layers (e.g. a
+    `MultivariateNormalHead` with a Bayesian `params_layer`) or one Bayesian layer.
+    """
+    modules = [model] + list(getattr(model, "submodules", ()))
+    found, seen = [], set()
+    for module in modules:
+        if isinstance(module, _BayesianMixin) and id(module) not in seen:
+            seen.add(id(module))
+            found.append(module)
+    return found
 
 
 def _pair(name, value):

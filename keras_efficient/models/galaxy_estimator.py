@@ -9,14 +9,16 @@ parameters (the paper: 1.5 M). The Bayesian variant replaces every convolution
 and the Dense layer by its Flipout (default, the estimator the issue names) or
 reparameterization (the estimator of the paper: one weight sample per batch, half
 Flipout's convolution work) counterpart (posterior mean and scale per kernel
-weight, deterministic biases): 2,693,469 parameters either way (the paper: 2.7 M).
-Its loss is Eq. 2: the negative log-likelihood plus the layers' KL terms, which
-they add through `add_loss` scaled by 1 / num_train_examples.
+weight, deterministic biases): 2,693,469 parameters either way (the paper: 2.7 M),
+plus one non-trainable KL warm-up scalar per Bayesian layer. Its loss is Eq. 2:
+the negative log-likelihood plus the layers' KL terms, which they add through
+`add_loss` scaled by 1 / num_train_examples (required: the training set size).
+It is a `VariationalModel`, which logs the two terms as `nll` and `kl`.
 """
 
 import numpy as np
 
-from keras_efficient.backend import keras, tf
+from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.calibration import predictive as calibration_predictive
 from keras_efficient.calibration import scores as calibration_scores
 from keras_efficient.layers.bayesian import (
@@ -24,11 +26,13 @@ from keras_efficient.layers.bayesian import (
     FlipoutDense,
     ReparameterizationConv2D,
     ReparameterizationDense,
+    bayesian_layers,
 )
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
+from keras_efficient.losses.negative_log_likelihood import _as_distribution
 from keras_efficient.utils.validation import check_bool, check_choice, check_int, invalid_argument
 
-__all__ = ["galaxy_shape_estimator", "predict_with_samples"]
+__all__ = ["VariationalModel", "galaxy_shape_estimator", "predict_with_samples"]
 
 ESTIMATORS = ("flipout", "reparameterization")
 
@@ -40,9 +44,57 @@ def _bayesian_layer_classes(estimator):
     return ReparameterizationConv2D, ReparameterizationDense
 
 
+@register_serializable
+class VariationalModel(keras.Model):
+    """A functional model of Bayesian layers that logs the two terms of Eq. 2 separately.
+
+    Built like any functional model, `VariationalModel(inputs, outputs)`. Training
+    and evaluation log, besides `loss`,
+
+    * `nll`: the data term, the mean of -log p(y | x) under the model's output
+      distribution (the same forward pass as the loss);
+    * `kl`: the KL term, sum over the Bayesian layers of
+      kl_weight * KL(q || p) / num_train_examples (Eq. 2, without the warm-up
+      weight: during `callbacks.KLWarmup` the loss holds w * kl).
+
+    so `loss = nll + w * kl` (+ any other regularisation losses). Nothing else
+    changes: the loss is the compiled loss plus `model.losses`, as for
+    `keras.Model`. Both metrics are computed in `compute_loss`, i.e. on TF >= 2.9
+    (Keras 2.6 on the IPU path has no `compute_loss`: there `fit` trains the same
+    model without them).
+    """
+
+    def __init__(self, inputs, outputs, name=None, trainable=True, **kwargs):
+        # Functional's own signature: Keras then serialises it as a functional model.
+        super().__init__(inputs, outputs, name=name, trainable=trainable, **kwargs)
+        # Kept out of Keras's attribute tracking, like compiled metrics: their totals
+        # are not model weights (count_params, get_weights and checkpoints unchanged).
+        object.__setattr__(self, "_elbo_metrics", (keras.metrics.Mean(name="nll"),
+                                                   keras.metrics.Mean(name="kl")))
+
+    @property
+    def metrics(self):
+        return super().metrics + list(self._elbo_metrics)
+
+    def kl_divergence(self, warmup=False):
+        """Sum of the Bayesian layers' KL terms (`warmup=True`: as in the loss)."""
+        terms = [layer.kl_divergence(warmup=warmup) for layer in bayesian_layers(self)]
+        return tf.add_n(terms) if terms else tf.constant(0.0)
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None):
+        loss = super().compute_loss(x, y, y_pred, sample_weight)
+        nll_metric, kl_metric = self._elbo_metrics
+        kl_metric.update_state(self.kl_divergence())
+        if y is not None and y_pred is not None:
+            dist = _as_distribution(y_pred)
+            nll_metric.update_state(-dist.log_prob(tf.cast(y, dist.dtype)),
+                                    sample_weight=sample_weight)
+        return loss
+
+
 def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32, 64, 128, 256),
-                           kernel_size=3, event_size=2, num_train_examples=1, kl_weight=1.0,
-                           prior_scale=1.0, posterior_scale_init=-9.0,
+                           kernel_size=3, event_size=2, num_train_examples=None, kl_weight=1.0,
+                           prior_scale="he", posterior_scale_init=-5.0,
                            synchronized_batch_norm=False, estimator="flipout", name=None):
     """Builds the deterministic (`bayesian=False`) or Bayesian galaxy shape estimator.
 
@@ -57,8 +109,18 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
       filters: filters of each stage (two convolutions per stage).
       kernel_size: convolution kernel size.
       event_size: size of the predicted vector (2: e1, e2).
-      num_train_examples, kl_weight, prior_scale, posterior_scale_init: for the
-        Bayesian layers (see `FlipoutDense`); unused when `bayesian=False`.
+      num_train_examples: N, the size of the training set, by which the KL is
+        divided (Eq. 2 per example). Required when `bayesian=True` (None raises
+        ValueError: KL / 1 weighs the whole KL against one example's NLL);
+        unused when `bayesian=False`.
+      kl_weight: extra multiplier on the KL (see `FlipoutDense`).
+      prior_scale: standard deviation of the N(0, s^2) weight prior: "he"
+        (default: s = sqrt(2 / fan_in) per layer, the scale of the He-normal
+        initialisation of the posterior means) or a float (the paper: 1).
+      posterior_scale_init: mean of the initial untransformed posterior scales,
+        sigma = softplus(.): -5 (default) gives sigma ~ 6.7e-3, 3% to 30% of the
+        prior scales of this network; the paper's code used -9 (sigma ~ 1.2e-4).
+        See docs/probabilistic_ipu_gpu.md, "Training a BNN".
       synchronized_batch_norm: compute the input BatchNorm statistics over all
         replicas (`BatchNormalization(synchronized=True)`, TF >= 2.12; not on the
         IPU path). Then training on n mirrored devices matches one device.
@@ -72,12 +134,22 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
         Flipout, "galaxy_estimator_bnn_reparameterization").
 
     Returns:
-      A functional `keras.Model` from images to a `tfd.MultivariateNormalTriL`.
+      A functional `keras.Model` from images to a `tfd.MultivariateNormalTriL`
+      (a `VariationalModel`, which also logs `nll` and `kl`, when `bayesian=True`).
       Compile it with `keras_efficient.losses.NegativeLogLikelihood()`.
+
+    Raises:
+      ValueError: `bayesian=True` without `num_train_examples`, or bad arguments.
     """
     check_bool("bayesian", bayesian)
-    check_bool("synchronized_batch_norm", synchronized_batch_norm)
     check_choice("estimator", estimator, ESTIMATORS)
+    if bayesian and num_train_examples is None:
+        raise ValueError(
+            "galaxy_shape_estimator(bayesian=True) needs `num_train_examples`, the number of "
+            "training examples N: the layers add KL / N to the per-example loss (Eq. 2), and "
+            "without N the KL of every weight would count against a single example. Pass "
+            "num_train_examples=len(x_train). Received: num_train_examples=None")
+    check_bool("synchronized_batch_norm", synchronized_batch_norm)
     conv_cls, dense_cls = _bayesian_layer_classes(estimator)
     try:
         input_shape = tuple(input_shape)
@@ -126,7 +198,8 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     default_name = "galaxy_estimator"
     if bayesian:
         default_name += "_bnn" if estimator == "flipout" else "_bnn_reparameterization"
-    return keras.Model(inputs, outputs, name=name or default_name)
+    model_cls = VariationalModel if bayesian else keras.Model
+    return model_cls(inputs, outputs, name=name or default_name)
 
 
 def predict_with_samples(model, x, num_samples=10, batch_size=32, y=None):

@@ -215,3 +215,33 @@ def test_bad_arguments():
         calibration.CovarianceScale([1.0, 2.0, 3.0])((tf.constant(mean), tf.constant(cov)))
     with pytest.raises(ValueError, match="residuals are zero"):
         calibration.covariance_scale_mle(mean, mean, cov)
+
+
+def test_bayesian_estimator_predictor_round_trip(tmp_path):
+    """A Bayesian galaxy estimator (VariationalModel of Flipout layers) behind a predictor
+    with several passes: fitted, saved (SavedModel without traces) and reloaded with its
+    scale, config and weights; with posterior scales ~1e-9 the passes agree, so the reloaded
+    predictor serves the same mean and covariance."""
+    from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator
+
+    keras.utils.set_random_seed(6)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((40, 16, 16, 6)).astype(np.float32)
+    y = (0.3 * np.tanh(x[:, 6:10, 6:10, :2].mean(axis=(1, 2)) * 3)).astype(np.float32)
+    model = galaxy_shape_estimator(bayesian=True, input_shape=(16, 16, 6), filters=(2,),
+                                   num_train_examples=40, posterior_scale_init=-20.0)
+    predictor = calibration.fit_covariance_scale(model, (x, y), num_samples=3, batch_size=20)
+    assert predictor.num_samples == 3 and predictor.scale > 0
+    expected = predictor(x[:5])
+    path = str(tmp_path / "bnn_predictor")
+    predictor.save(path, save_format="tf", save_traces=False)
+    loaded = keras.models.load_model(path)
+    assert loaded.get_config()["scale"] == predictor.get_config()["scale"]
+    assert loaded.num_samples == 3
+    assert type(loaded.base_model) is type(model)
+    for a, b in zip(model.get_weights(), loaded.base_model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    again = loaded(x[:5])
+    np.testing.assert_allclose(again.mean().numpy(), expected.mean().numpy(), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(again.covariance().numpy(), expected.covariance().numpy(),
+                               rtol=1e-3, atol=1e-6)

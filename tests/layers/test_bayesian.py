@@ -80,7 +80,7 @@ def test_dense_contract(cls):
         cls, {"units": 3, "num_train_examples": 100, "activation": "relu"},
         input_shape=(4, 5), call_kwargs={"use_mean": True},
         expected_output_shape=(4, 3), expected_output_dtype="float32",
-        expected_num_trainable_weights=3, expected_num_non_trainable_weights=0,
+        expected_num_trainable_weights=3, expected_num_non_trainable_weights=1,  # kl_warmup
         expected_num_losses=1, expected_mixed_precision_output_dtype="float32",
         supports_jit=True, expect_nan_error=True)
 
@@ -92,7 +92,8 @@ def test_conv2d_contract(cls):
                         "num_train_examples": 100},
         input_shape=(2, 8, 8, 3), call_kwargs={"use_mean": True},
         expected_output_shape=(2, 4, 4, 4), expected_output_dtype="float32",
-        expected_num_trainable_weights=3, expected_num_losses=1,
+        expected_num_trainable_weights=3, expected_num_non_trainable_weights=1,
+        expected_num_losses=1,
         expected_mixed_precision_output_dtype="float32", supports_jit=True,
         expect_nan_error=True)
 
@@ -124,6 +125,42 @@ def test_kl_matches_closed_form(cls, kwargs, shape, prior_scale, n):
     assert len(layer.losses) == 1
     np.testing.assert_allclose(layer.losses[0].numpy(), expected, rtol=1e-5)
     np.testing.assert_allclose(layer.kl_divergence().numpy(), expected, rtol=1e-5)
+
+
+@pytest.mark.parametrize("cls,kwargs,shape,fan_in", [
+    (FlipoutDense, {"units": 4}, (3, 6), 6),
+    (FlipoutConv2D, {"filters": 3, "kernel_size": 2}, (2, 5, 5, 2), 2 * 2 * 2),
+    (ReparameterizationConv2D, {"filters": 3, "kernel_size": (3, 2)}, (2, 5, 5, 4), 3 * 2 * 4),
+])
+def test_he_prior_scale_is_per_layer(cls, kwargs, shape, fan_in):
+    """prior_scale="he": s = sqrt(2 / fan_in), the KL against N(0, s^2) in closed form, and
+    TFP's prior distribution of the layer has the same scale."""
+    rng = np.random.default_rng(3)
+    layer = cls(num_train_examples=7, prior_scale="he", **kwargs)
+    layer(rng.standard_normal(shape).astype(np.float32))
+    s = np.sqrt(2.0 / fan_in)
+    assert layer.prior_stddev == pytest.approx(s, rel=1e-12)
+    np.testing.assert_allclose(layer.kernel_prior.distribution.stddev().numpy(), s, rtol=1e-6)
+    mu = layer.kernel_posterior.distribution.loc.numpy()
+    sigma = layer.posterior_stddev().numpy()
+    np.testing.assert_allclose(layer.kl_divergence().numpy(),
+                               _kl_normal_vs_prior(mu, sigma, s) / 7, rtol=1e-5)
+    config = layer.get_config()
+    assert config["prior_scale"] == "he"
+    assert cls.from_config(config).prior_scale == "he"
+
+
+def test_kl_warmup_weight_multiplies_the_loss_only():
+    layer = FlipoutDense(3, num_train_examples=5)
+    layer(np.ones((2, 4), np.float32))
+    full = float(layer.kl_divergence(warmup=False))
+    assert float(layer.kl_warmup.numpy()) == 1.0 and not layer.kl_warmup.trainable
+    np.testing.assert_allclose(float(layer.losses[0]), full, rtol=1e-6)
+    layer.kl_warmup.assign(0.3)
+    np.testing.assert_allclose(float(layer.losses[0]), 0.3 * full, rtol=1e-6)
+    np.testing.assert_allclose(float(layer.kl_divergence()), 0.3 * full, rtol=1e-6)
+    assert float(layer.kl_divergence(warmup=False)) == full
+    assert "kl_warmup" in [w.name.split("/")[-1].split(":")[0] for w in layer.non_trainable_weights]
 
 
 def test_kl_weight_scales_and_zero_disables():
@@ -173,7 +210,7 @@ def test_output_moments_monte_carlo(cls):
     layer(x1)
     mu = rng.normal(0, 1, (4, 2)).astype(np.float32)
     raw = rng.normal(-0.5, 0.3, (4, 2)).astype(np.float32)
-    layer.set_weights([mu, raw, np.array([0.3, -0.2], np.float32)])
+    layer.set_weights([mu, raw, np.array([0.3, -0.2], np.float32), np.float32(1.0)])
     # Every call draws a new weight perturbation shared by the batch (Flipout only
     # decorrelates it by sign flips; reparameterization not at all), so draws are
     # pooled over many calls.
@@ -199,6 +236,8 @@ def test_output_moments_monte_carlo(cls):
     ({"units": 2, "kl_weight": "1"}, TypeError, "kl_weight"),
     ({"units": 2, "prior_scale": 0.0}, ValueError, "prior_scale"),
     ({"units": 2, "prior_scale": -1.0}, ValueError, "prior_scale"),
+    ({"units": 2, "prior_scale": "glorot"}, ValueError, "prior_scale"),
+    ({"units": 2, "prior_scale": None}, TypeError, "prior_scale"),
     ({"units": 2, "posterior_scale_init": None}, TypeError, "posterior_scale_init"),
     ({"units": 2, "use_bias": 1}, TypeError, "use_bias"),
     ({"units": 2, "seed": "1"}, TypeError, "seed"),
@@ -275,7 +314,7 @@ def test_reparameterization_kernel_sample_moments_monte_carlo():
     layer(eye)
     mu = rng.normal(0, 1, (4, 3)).astype(np.float32)
     raw = rng.normal(-0.5, 0.3, (4, 3)).astype(np.float32)
-    layer.set_weights([mu, raw])
+    layer.set_weights([mu, raw, np.float32(1.0)])  # the last: the KL warm-up weight
     draw = tf.function(lambda b: layer(b))
     calls = 2000
     w = np.stack([draw(eye).numpy() for _ in range(calls)]).astype(np.float64)  # [calls, 4, 3]

@@ -9,9 +9,19 @@ from keras_efficient.layers.bayesian import (
     FlipoutDense,
     ReparameterizationConv2D,
     ReparameterizationDense,
+    bayesian_layers,
 )
 from keras_efficient.losses.negative_log_likelihood import NegativeLogLikelihood
-from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
+from keras_efficient.models.galaxy_estimator import (
+    VariationalModel,
+    galaxy_shape_estimator,
+    predict_with_samples,
+)
+
+
+def _network_params(model):
+    """count_params() without the KL warm-up scalars (training state, not parameters)."""
+    return sum(int(np.prod(w.shape)) for w in model.weights if "kl_warmup" not in w.name)
 
 
 def _expected_counts(input_shape, filters, k, d):
@@ -37,7 +47,9 @@ def test_parameter_counts_match_the_paper():
     det = galaxy_shape_estimator(bayesian=False)
     bnn = galaxy_shape_estimator(bayesian=True, num_train_examples=8000)
     assert det.count_params() == det_expected
-    assert bnn.count_params() == bayes_expected
+    # Plus one non-trainable KL warm-up scalar per Bayesian layer (8 convolutions + Dense).
+    assert bnn.count_params() == bayes_expected + 9
+    assert _network_params(bnn) == bayes_expected
     # The paper: 1.5 M and 2.7 M parameters.
     assert abs(det.count_params() - 1.5e6) / 1.5e6 < 0.01
     assert abs(bnn.count_params() - 2.7e6) / 2.7e6 < 0.01
@@ -50,7 +62,8 @@ def test_reparameterization_variant_has_the_same_parameter_count():
     _, bayes_expected = _expected_counts((64, 64, 6), (32, 64, 128, 256), 3, 2)
     model = galaxy_shape_estimator(bayesian=True, estimator="reparameterization",
                                    num_train_examples=8000)
-    assert model.count_params() == bayes_expected == 2693469
+    assert _network_params(model) == bayes_expected == 2693469
+    assert model.count_params() == bayes_expected + 9
     assert model.name == "galaxy_estimator_bnn_reparameterization"
     assert len(model.losses) == 9
     convs = [l for l in model.layers if l.name.startswith("conv")]
@@ -89,6 +102,76 @@ def test_trains_and_loss_decreases(bayesian, estimator):
 
 
 @pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
+def test_fit_logs_nll_and_kl_separately(estimator):
+    """The Bayesian estimator (a VariationalModel) logs the data term `nll` and the KL term
+    `kl` by default, in training and validation; per epoch loss = nll + kl (the terms of
+    the same forward pass and weights)."""
+    keras.utils.set_random_seed(2)
+    x, y = _data(24)
+    model = _small(True, num_train_examples=len(x), estimator=estimator)
+    assert isinstance(model, VariationalModel)
+    assert not isinstance(_small(False), VariationalModel)
+    model.compile(keras.optimizers.Adam(1e-3), loss=NegativeLogLikelihood())
+    history = model.fit(x, y, batch_size=8, epochs=2, validation_data=(x[:8], y[:8]),
+                        verbose=0).history
+    assert {"loss", "nll", "kl", "val_loss", "val_nll", "val_kl"} <= set(history)
+    np.testing.assert_allclose(history["loss"], np.add(history["nll"], history["kl"]),
+                               rtol=1e-5)
+    np.testing.assert_allclose(history["val_loss"],
+                               np.add(history["val_nll"], history["val_kl"]), rtol=1e-5)
+    np.testing.assert_allclose(history["val_kl"][-1], float(model.kl_divergence()), rtol=1e-5)
+    # The metric totals are not model weights.
+    assert not [w for w in model.weights if "nll" in w.name or w.name.startswith("kl/")]
+
+
+def test_building_the_bayesian_estimator_emits_no_add_variable_warning():
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        _small(True, num_train_examples=10)
+    assert not [w for w in caught if "add_variable" in str(w.message)]
+
+
+def test_default_posterior_and_prior_let_the_posterior_move():
+    """Defaults (prior "he", posterior_scale_init=-5): each layer's posterior sigma starts
+    at a few % to a third of its prior scale sqrt(2 / fan_in), so the sampled weights give a
+    visible epistemic spread; the paper's recipe (N(0, 1) prior, -9: sigma ~ 1.2e-4) starts
+    at 1e-4 of its prior and the BNN predicts like a deterministic network. Adam moves every
+    untransformed scale by at most about lr per step, which is why the start matters."""
+    keras.utils.set_random_seed(4)
+    x, y = _data(32)
+    default = _small(True, num_train_examples=len(x))
+    paper = _small(True, num_train_examples=len(x), prior_scale=1.0, posterior_scale_init=-9.0)
+    for layer in bayesian_layers(default):
+        fan_in = int(np.prod(layer.kernel_posterior.distribution.loc.shape[:-1]))
+        assert layer.prior_stddev == pytest.approx(np.sqrt(2.0 / fan_in))
+        ratio = np.median(layer.posterior_stddev().numpy()) / layer.prior_stddev
+        assert 0.02 < ratio < 0.35, (layer.name, ratio)
+    for layer in bayesian_layers(paper):
+        assert np.median(layer.posterior_stddev().numpy()) / layer.prior_stddev < 2e-4
+
+    def epistemic_share(model):
+        out = predict_with_samples(model, x, num_samples=8, batch_size=32)
+        return float(np.mean(np.trace(out["epistemic_covariance"], axis1=1, axis2=2)
+                             / np.trace(out["covariance"], axis1=1, axis2=2)))
+
+    share_default, share_paper = epistemic_share(default), epistemic_share(paper)
+    assert share_default > 1e-3 and share_paper < 1e-2 * share_default, (share_default,
+                                                                         share_paper)
+    # The KL per example at the start is far smaller than with the paper's recipe.
+    assert float(default.kl_divergence()) < 0.5 * float(paper.kl_divergence())
+    # Adam: |delta rho| <= about lr per step.
+    rho = [w for w in default.trainable_weights if "untransformed_scale" in w.name]
+    before = [w.numpy() for w in rho]
+    lr, steps = 1e-2, 8
+    default.compile(keras.optimizers.Adam(lr), loss=NegativeLogLikelihood())
+    default.fit(x, y, batch_size=8, epochs=2, verbose=0)
+    moved = np.concatenate([np.abs(w.numpy() - b).ravel() for w, b in zip(rho, before)])
+    assert 0.1 * lr * steps < moved.mean() <= 1.05 * lr * steps
+
+
+@pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
 def test_bayesian_loss_is_nll_plus_scaled_kl(estimator):
     keras.utils.set_random_seed(1)
     x, y = _data(8)
@@ -96,19 +179,22 @@ def test_bayesian_loss_is_nll_plus_scaled_kl(estimator):
     model = _small(True, num_train_examples=1000, posterior_scale_init=-20.0,
                    estimator=estimator)
     model.compile(keras.optimizers.SGD(0.0), loss=NegativeLogLikelihood())
-    loss = model.evaluate(x, y, batch_size=8, verbose=0)
+    logs = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     nll = -model(x).log_prob(y).numpy().mean()
     kl = float(tf.add_n(model.losses))  # depends on the weights only, not on the batch
     assert kl > 0
-    np.testing.assert_allclose(loss, nll + kl, rtol=1e-4)
+    np.testing.assert_allclose(logs["loss"], nll + kl, rtol=1e-4)
+    # The two terms are logged separately (the VariationalModel's `nll` and `kl`).
+    np.testing.assert_allclose(logs["nll"], nll, rtol=1e-4)
+    np.testing.assert_allclose(logs["kl"], kl, rtol=1e-5)
 
 
 def test_predictions_vary_only_for_the_bayesian_model():
     x, _ = _data(6)
     det = predict_with_samples(_small(False), x, num_samples=3, batch_size=4)
     np.testing.assert_allclose(det["epistemic_std"], 0.0, atol=1e-6)
-    bnn = predict_with_samples(_small(True, posterior_scale_init=-2.0), x, num_samples=5,
-                               batch_size=4)
+    bnn = predict_with_samples(_small(True, num_train_examples=100, posterior_scale_init=-2.0),
+                               x, num_samples=5, batch_size=4)
     assert bnn["samples"].shape == (5, 6, 2)
     assert np.all(bnn["epistemic_std"] > 1e-4)
     np.testing.assert_allclose(bnn["mean"], bnn["samples"].mean(0), rtol=1e-6)
@@ -117,7 +203,8 @@ def test_predictions_vary_only_for_the_bayesian_model():
 
 def test_predict_with_samples_reparameterization():
     x, _ = _data(6)
-    model = _small(True, posterior_scale_init=-2.0, estimator="reparameterization")
+    model = _small(True, num_train_examples=100, posterior_scale_init=-2.0,
+                   estimator="reparameterization")
     out = predict_with_samples(model, x, num_samples=5, batch_size=4)
     assert out["samples"].shape == (5, 6, 2)
     assert np.all(out["epistemic_std"] > 1e-4)
@@ -192,9 +279,14 @@ def test_predict_with_samples_deterministic_model_has_no_epistemic_part():
     ({"event_size": 0}, ValueError, "event_size"),
     ({"bayesian": "yes"}, TypeError, "bayesian"),
     ({"bayesian": True, "num_train_examples": 0}, ValueError, "num_train_examples"),
-    ({"bayesian": True, "estimator": "local_reparameterization"}, ValueError, "estimator"),
-    ({"bayesian": True, "estimator": "Flipout"}, ValueError, "estimator"),
-    ({"bayesian": True, "estimator": None}, ValueError, "estimator"),
+    ({"bayesian": True}, ValueError, "needs `num_train_examples`.*len\\(x_train\\)"),
+    ({"bayesian": True, "num_train_examples": None}, ValueError, "needs `num_train_examples`"),
+    ({"bayesian": True, "num_train_examples": 100.0}, TypeError, "num_train_examples"),
+    ({"bayesian": True, "num_train_examples": 10, "prior_scale": "glorot"}, ValueError,
+     "prior_scale"),
+    ({"bayesian": True, "estimator": "local_reparameterization"}, ValueError, "`estimator`"),
+    ({"bayesian": True, "estimator": "Flipout"}, ValueError, "`estimator`"),
+    ({"bayesian": True, "estimator": None}, ValueError, "`estimator`"),
     ({"estimator": ""}, ValueError, "estimator"),
 ])
 def test_bad_arguments(kwargs, error, match):
@@ -216,7 +308,7 @@ def test_nan_images_raise(bayesian, estimator):
     x, _ = _data(2)
     x[0, 3, 3, 1] = np.nan
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
-        _small(bayesian, estimator=estimator)(x)
+        _small(bayesian, estimator=estimator, num_train_examples=10)(x)
 
 
 def test_kl_losses_readable_after_construction_and_loading(tmp_path):
