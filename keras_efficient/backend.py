@@ -13,6 +13,18 @@ TensorFlow before this module and asked it for Keras 3 keeps its `tf.keras`; the
 library still uses `tf_keras` (the variable is read when `tf.keras` is first
 resolved, so set it yourself if you mix `tf.keras` and library layers).
 
+Known issue, TensorFlow 2.14 on Intel Xeons with AMX / AVX-512 FP16 (Sapphire
+Rapids and later): TF 2.14's oneDNN CPU kernels corrupt the native heap
+("double free or corruption" inside the first `model.fit` of
+`keras-efficient reproduce e2-train --quick`). Before importing TensorFlow this
+module therefore sets `TF_ENABLE_ONEDNN_OPTS=0` when, and only when, the
+installed TensorFlow is 2.14.x (read from the package metadata, without importing
+it) and /proc/cpuinfo lists `amx_tile` or `avx512_fp16` (Linux only); a value the
+user set wins, and any failure to read leaves everything as it is. The decision
+is `keras_efficient.utils.cpu.onednn_workaround_needed`; `ONEDNN_WORKAROUND` says
+whether it was applied in this process. Like `TF_USE_LEGACY_KERAS`, it has no
+effect if TensorFlow was imported first.
+
 The library keeps its syntax importable on Python 3.8 (the last Graphcore
 TensorFlow wheels): no `match`, no `X | Y` annotations evaluated at runtime.
 """
@@ -21,7 +33,29 @@ import os
 
 os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
-import tensorflow as tf  # noqa: E402  (the variable above must be set first)
+
+def _apply_onednn_workaround():
+    """Runs `utils/cpu.py`'s check before TensorFlow is imported; False on any failure.
+
+    The file is loaded by path: importing `keras_efficient.utils` would import its
+    validation module, which imports this (half-initialised) module.
+    """
+    try:
+        import importlib.util
+
+        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "utils", "cpu.py")
+        spec = importlib.util.spec_from_file_location("_keras_efficient_cpu_check", path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return bool(module.apply_onednn_workaround())
+    except Exception:  # noqa: BLE001 - never let a start-up check stop the import
+        return False
+
+
+#: True when this import set TF_ENABLE_ONEDNN_OPTS=0 (TF 2.14 on an AMX / AVX-512 FP16 CPU).
+ONEDNN_WORKAROUND = _apply_onednn_workaround()
+
+import tensorflow as tf  # noqa: E402  (the variables above must be set first)
 
 
 def _version_tuple(text):
@@ -63,4 +97,4 @@ def register_serializable(cls=None, *, name=None):
 
 
 __all__ = ["tf", "keras", "PACKAGE", "register_serializable", "TF_VERSION",
-           "LEGACY_KERAS_PACKAGE"]
+           "LEGACY_KERAS_PACKAGE", "ONEDNN_WORKAROUND"]

@@ -130,8 +130,8 @@ def test_bad_value_says_what_was_expected_and_received(key, value, expected):
 
 def test_describe_options_lists_quick_and_full_defaults_and_help():
     text_ = describe_options(DECLARED)
-    assert "  depth: a ResNet depth 6n+2 >= 8 (8, 14, 20, 32, ...); default 8 with --quick, 20 full" \
-        in text_
+    assert ("  depth: a ResNet depth 6n+2 >= 8 (8, 14, 20, 32, ...); "
+            "default 8 with --quick, 20 full") in text_
     assert "  sizes: comma-separated integers >= 1; default 2,4" in text_
     assert "  kinds: comma-separated names out of cpu, gpu; default unset" in text_
     assert "      learning rate" in text_
@@ -200,3 +200,4 @@ def test_given_values_reach_the_experiment_typed(monkeypatch, tmp_path):
     assert seen["epochs"] == 2 and seen["lr"] == 0.1 and seen["depth"] == 8
     assert seen["variants"] == ("SMB", "SLU")
     assert seen["base_filters"] == 8  # the --quick default
+
