@@ -68,7 +68,8 @@ def test_per_image_single_image_and_border_width():
     # The border really is the outer w pixels: changing the interior changes nothing.
     edited = images.copy()
     edited[:, 6:-6, 6:-6, :] = 1e9
-    np.testing.assert_array_equal(estimate_noise(edited, border=6), estimate_noise(images, border=6))
+    np.testing.assert_array_equal(estimate_noise(edited, border=6),
+                                  estimate_noise(images, border=6))
 
 
 def test_scaling_by_the_estimate_gives_unit_noise():
