@@ -10,7 +10,11 @@ from keras_efficient.models.conformer_encoder import (
     token_error_rate,
 )
 from keras_efficient.models.flow_vae import FlowVAE
-from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator, predict_with_samples
+from keras_efficient.models.galaxy_estimator import (
+    VariationalModel,
+    galaxy_shape_estimator,
+    predict_with_samples,
+)
 from keras_efficient.models.resnet import cifar_resnet
 from keras_efficient.models.gated_resnet import (
     expected_sd_survival,
@@ -22,6 +26,7 @@ from keras_efficient.models.gated_resnet import (
 from keras_efficient.models.rebel import ReBEL, split_functional_model
 
 __all__ = [
+    "VariationalModel",
     "CTCLoss",
     "ConformerEncoder",
     "conformer_parameters",
