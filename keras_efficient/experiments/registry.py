@@ -17,6 +17,7 @@ EXPERIMENTS = {
     "e2-train": "keras_efficient.experiments.e2_train",
     "ipu-gpu": "keras_efficient.experiments.ipu_gpu",
     "rebel": "keras_efficient.experiments.rebel",
+    "bnn-calibration": "keras_efficient.experiments.bnn_calibration",
 }
 
 

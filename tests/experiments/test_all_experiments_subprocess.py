@@ -38,6 +38,9 @@ TINY = {
                          "model_dim=16", "subsampling_filters=4", "baselines=none"],
     "ipu-gpu": ["num_galaxies=8", "image_size=16", "batch_sizes=4", "bnn_batch_sizes=4",
                 "vae_images=1", "vae_repeats=1", "warmup_epochs=0", "epochs=1"],
+    # 24 16x16 galaxies, two-stage estimators of 2 filters, 2 passes per BNN input.
+    "bnn-calibration": ["num_galaxies=24", "image_size=16", "filters=2,2", "epochs=1",
+                        "num_samples=2", "kl_warmup_epochs=1", "batch_size=8"],
     "rebel": ["teacher_epochs=1", "epochs=1", "tail_epochs=0", "depth=8", "filters=4",
               "projection_dim=8", "train_size=128", "test_size=64"],
 }
@@ -46,7 +49,7 @@ TINY = {
 SLOW = {"rebel"}
 
 #: optional packages an experiment needs; without them its test is skipped.
-REQUIRES = {"ipu-gpu": ("galsim",)}
+REQUIRES = {"ipu-gpu": ("galsim",), "bnn-calibration": ("galsim",)}
 
 
 def _tail(text, limit=3000):
