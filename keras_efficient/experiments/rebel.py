@@ -27,6 +27,7 @@ import numpy as np
 from keras_efficient.backend import keras, tf
 from keras_efficient.data import DATASETS, load_images
 from keras_efficient.experiments.context import Option, choice, integer, number, resnet_depth
+from keras_efficient.experiments.inference import predict
 from keras_efficient.experiments.rebel_costs import (
     TABLE2_TARGETS,
     graph_flops,
@@ -121,7 +122,7 @@ def _train_teacher(ctx, x_train, y_train, x_test, y_test, num_classes, depth, ep
 
 
 def _evaluate(model, x, y):
-    out = model.predict(x, batch_size=256, verbose=0)
+    out = predict(model, x, batch_size=256)
     log_probs = out["log_probs"]
     return {"confidence": np.exp(log_probs.max(-1)), "score": exit_score(log_probs),
             "local": log_probs.argmax(-1), "remote": out["logits"].argmax(-1), "labels": y}
@@ -141,7 +142,7 @@ def _fit_local_gmc(z_train, y_train, num_classes, covariance, epochs, seed):
     mean, std = z_train.mean(0), z_train.std(0) + 1e-6
     model.compile(keras.optimizers.Adam(2e-2), EarlyClassificationLoss())
     model.fit((z_train - mean) / std, y_train, batch_size=64, epochs=epochs, verbose=0)
-    return lambda z: model.predict((z - mean) / std, batch_size=256, verbose=0)
+    return lambda z: predict(model, (z - mean) / std, batch_size=256)
 
 
 def _client_subsets(y_train, y_test, alpha, seed, test_size):
@@ -167,12 +168,12 @@ def _time_call(fn, x, repeats=5):
 def _wire_accuracy(model, x_train, x_test, y_test, tail):
     """Remote accuracy when the server receives z as float32, float16 or uint8 (fixed range)."""
     device, server = model.device_model(), model.server_model()
-    codec = BottleneckCodec.calibrated(device.predict(x_train, batch_size=256, verbose=0)["z"],
+    codec = BottleneckCodec.calibrated(predict(device, x_train, batch_size=256)["z"],
                                        tail=tail)
-    z = device.predict(x_test, batch_size=256, verbose=0)["z"]
+    z = predict(device, x_test, batch_size=256)["z"]
     received = {"float32": z, "float16": z.astype(np.float16).astype(np.float32),
                 "uint8": dequantize_uint8(quantize_uint8(z, *codec.range), *codec.range)}
-    remote = {k: server.predict(v, batch_size=256, verbose=0)["logits"].argmax(-1)
+    remote = {k: predict(server, v, batch_size=256)["logits"].argmax(-1)
               for k, v in received.items()}
     return {k: float(np.mean(v == y_test)) for k, v in remote.items()}, remote, codec.range
 
@@ -327,9 +328,9 @@ def run(ctx):
     for alpha in (0.05, 0.5, 100.0):
         tr, te = _client_subsets(y_train, y_test, alpha, ctx.seed, 400)
         gini = gini_index(y_train[tr], num_classes)
-        predict = _fit_local_gmc(z_tr[tr], y_train[tr], num_classes, "diag",
-                                 10 if quick else 40, ctx.seed)
-        log_probs = predict(z_te[te])
+        client_predict = _fit_local_gmc(z_tr[tr], y_train[tr], num_classes, "diag",
+                                        10 if quick else 40, ctx.seed)
+        log_probs = client_predict(z_te[te])
         rows8 = accuracy_vs_coverage(exit_score(log_probs), log_probs.argmax(-1),
                                      remote_all[te], y_test[te], COVERAGES)
         fig8[str(alpha)] = {"gini": gini, "train_size": int(len(tr)), "curve": rows8}
@@ -381,7 +382,7 @@ def run(ctx):
 
     # Table II analog: on-device FLOPs vs queries served locally at >= 88.86 % of remote.
     kumar = kumar_baseline(teacher, x_train, y_train, x_test, num_classes, ctx.seed)
-    teacher_pred = teacher.predict(x_test, batch_size=256, verbose=0).argmax(-1)
+    teacher_pred = predict(teacher, x_test, batch_size=256).argmax(-1)
     rows2, ratios = table2(kumar, teacher_pred, teacher_acc, results, models, table[1][1],
                             y_test)
     ctx.report.add_table(
@@ -437,16 +438,19 @@ def run(ctx):
     z_bytes = {dt: bytes_per_sample(z_shape, dt) for dt in ("float32", "float16", "uint8")}
     batch = 64
     xb = x_test[:batch]
+    # One traced graph per network, timed once (not a fresh tf.function per bandwidth).
     device_fn = tf.function(lambda x: device(x, training=False))
     server_fn = tf.function(lambda z: server(z, training=False))
+    teacher_fn = tf.function(lambda x: teacher(x, training=False))
     z_b = device_fn(xb)["z"]
     device_s = _time_call(device_fn, xb)
     server_s = _time_call(server_fn, z_b)
+    teacher_s = _time_call(teacher_fn, xb)
     diag_curve = curves["GMC diag + KL"]
     trans_rows = []
     for bw in (1e6, 2e6, 5e6, 10e6):
         remote_only = end_to_end_delay(batch, raw_bytes, bw, 0.01, 0.0, 0.0,
-                                       _time_call(tf.function(lambda x: teacher(x)), xb))
+                                       teacher_s)
         hnd_delay = end_to_end_delay(batch, z_bytes[wire], bw, 0.01, 0.0, device_s, server_s)
         row = [bw / 1e6, remote_only["total_s"], hnd_delay["total_s"]]
         for cov_target in (0.25, 0.5):

@@ -9,6 +9,7 @@ teacher's intermediate outputs: the deeper the cut, the more FLOPs).
 import re
 
 from keras_efficient.backend import keras, tf
+from keras_efficient.experiments.inference import predict
 from keras_efficient.split import KMeansEarlyClassifier, max_coverage_at_accuracy
 
 __all__ = ["TABLE2_TARGETS", "graph_flops", "kumar_baseline", "kumar_cuts", "table2"]
@@ -48,8 +49,8 @@ def kumar_baseline(teacher, x_train, y_train, x_test, num_classes, seed, grid=4)
         pooled = keras.layers.AveragePooling2D(max(int(feat.shape[1]) // grid, 1))(feat)
         prefixes.append((name, keras.Model(teacher.input, keras.layers.Flatten()(pooled))))
     features = keras.Model(teacher.input, [m.output for _, m in prefixes])
-    f_train = features.predict(x_train, batch_size=256, verbose=0)
-    f_test = features.predict(x_test, batch_size=256, verbose=0)
+    f_train = predict(features, x_train, batch_size=256)
+    f_test = predict(features, x_test, batch_size=256)
     out = {}
     for (name, prefix), a, b in zip(prefixes, f_train, f_test):
         km = KMeansEarlyClassifier(8 * num_classes, seed=seed).fit(a, y_train)
