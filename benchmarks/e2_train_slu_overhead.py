@@ -3,7 +3,7 @@
 Part 1 times one training step (forward and backward) of a chain of 34 cheap blocks
 (y = relu(w·x)) in the stage sizes of the CIFAR ResNet-74 at batch 128 (12 blocks at
 32×32×16, 11 at 16×16×32, 11 at 8×8×64), plain and wrapped in `GatedResidualBlock`
-with every gate open, with `compile_gate` on and off. The difference is the gate's and
+with every gate open. The difference is the gate's and
 the routing's fixed cost per step, which ResNet-74's real blocks pay too.
 
 Part 2 times, at each stage size, the full-size memory passes that "gather" adds per
@@ -46,7 +46,7 @@ class _Cheap(keras.layers.Layer):
         return tf.nn.relu(x * self.w)
 
 
-def _chain_step(gated, compile_gate=True):
+def _chain_step(gated):
     blocks, first = [], True
     for _, _, n in STAGES:
         stage = []
@@ -54,7 +54,7 @@ def _chain_step(gated, compile_gate=True):
             block = _Cheap()
             if gated:
                 block = GatedResidualBlock(block, gate=RecurrentGate() if first else None,
-                                           block_flops=1, compile_gate=compile_gate)
+                                           block_flops=1)
                 first = False
             stage.append(block)
         blocks.append(stage)
@@ -112,8 +112,7 @@ def main():
     keras.utils.set_random_seed(0)
     result = {"machine": machine_info(), "batch": BATCH, "stages": STAGES}
 
-    chains = {"plain": _chain_step(False), "gather, compile_gate=True": _chain_step(True, True),
-              "gather, compile_gate=False": _chain_step(True, False)}
+    chains = {"plain": _chain_step(False), "gather": _chain_step(True)}
     median = interleaved_medians(chains, args.repeats, warmup=3)
     result["chain_step_s"] = median
     print("34 cheap blocks, one training step, all gates open (median of {}):".format(args.repeats))

@@ -1,6 +1,5 @@
 """Selective layer update (SLU, E²-Train Sec. 3.2): a residual block behind a SkipNet gate."""
 
-import contextlib
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.recurrent_gate import RecurrentGate, _set_context, gate_context
@@ -138,13 +137,6 @@ class GatedResidualBlock(keras.layers.Layer):
       flops_weight: α of Eq. (1), >= 0.
       block_flops: FLOPs per sample of `block`; None counts them from the block's
         `conv1`/`bn1`/`conv2`/`bn2`/`shortcut` sublayers.
-      compile_gate: in a `tf.function` (as in `fit`), mark the gate's small ops (the
-        projection, the LSTM cell, the head) and their gradients for XLA
-        compilation (`tf.xla.experimental.jit_scope`), so they run as one kernel
-        per block and direction instead of a few dozen tiny ops. Off by default:
-        on a 2-core CPU the compiled gate was slower on its own and no faster in
-        a ResNet-74 step (interleaved A/B runs, docs/e2_train.md); it may pay
-        off where op dispatch is expensive. Eager calls are never compiled.
 
     Call arguments:
       inputs: `[batch, height, width, channels]`.
@@ -159,7 +151,12 @@ class GatedResidualBlock(keras.layers.Layer):
     """
 
     def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
-                 block_flops=None, compile_gate=False, **kwargs):
+                 block_flops=None, **kwargs):
+        # `compile_gate` (XLA for the gate's small ops) was removed: it gave no gain in
+        # interleaved A/B runs. Configs saved with it (always False by default) still load.
+        if kwargs.pop("compile_gate", False):
+            raise invalid_argument("compile_gate", "nothing (the option was removed; the gate "
+                                   "always runs as plain ops)", True)
         super().__init__(**kwargs)
         if isinstance(block, dict):
             block = keras.layers.deserialize(block)
@@ -175,7 +172,6 @@ class GatedResidualBlock(keras.layers.Layer):
         self.mode = check_choice("mode", mode, ("gather", "mask"))
         self.flops_weight = check_float("flops_weight", flops_weight, low=0.0)
         self.block_flops = check_int("block_flops", block_flops, low=0, allow_none=True)
-        self.compile_gate = check_bool("compile_gate", compile_gate)
         self.projection = keras.layers.Dense(self.projection_dim, dtype="float32",
                                              name="gate_projection")
 
@@ -227,10 +223,7 @@ class GatedResidualBlock(keras.layers.Layer):
         # pooled [batch, channels] tensor rejects such inputs without another pass over x.
         pooled = assert_finite(pooled, self.name)
         gate, state = self._gate_and_state()
-        compiled = self.compile_gate and not tf.executing_eagerly()
-        with (tf.xla.experimental.jit_scope(compile_ops=True, separate_compiled_gradients=False)
-              if compiled else contextlib.nullcontext()):
-            prob, new_state = gate(self.projection(pooled), states=state)
+        prob, new_state = gate(self.projection(pooled), states=state)
         _set_context(gate, new_state)
         hard = tf.cast(prob >= 0.5, tf.float32)
         if decisions is not None:
@@ -277,6 +270,5 @@ class GatedResidualBlock(keras.layers.Layer):
             "mode": self.mode,
             "flops_weight": self.flops_weight,
             "block_flops": self.block_flops,
-            "compile_gate": self.compile_gate,
         })
         return config
