@@ -247,7 +247,9 @@ def predict_with_samples(model, x, num_samples=10, batch_size=32, y=None):
         raise ValueError("predict_with_samples received an empty batch. Received: x.shape={}".format(
             x.shape))
 
-    @tf.function
+    # One trace per call: the batch dimension is left open, so a short last batch does
+    # not retrace (and the repeated passes never add to TensorFlow's retracing count).
+    @tf.function(input_signature=[tf.TensorSpec((None,) + x.shape[1:], tf.as_dtype(x.dtype))])
     def moments(batch):
         dist = model(batch, training=False)
         return dist.mean(), dist.covariance()
