@@ -15,6 +15,7 @@ with z = Phi^-1((1 + p) / 2) is the marginal level-p region.
 import numpy as np
 
 from keras_efficient.calibration import _math
+from keras_efficient.utils.validation import check_bool
 
 __all__ = ["coverage", "probability_integral_transform"]
 
@@ -37,9 +38,7 @@ def coverage(y_true, mean, covariance, level, marginal=False):
       sqrt(p (1 - p) / n) for n independent examples).
     """
     level = _math.check_level("level", level)
-    if not isinstance(marginal, bool):
-        raise TypeError("Invalid value received for argument `marginal`. Expected a bool. "
-                        "Received: marginal={!r}".format(marginal))
+    check_bool("marginal", marginal)
     y, mu, cov = _math.gaussian_arrays(y_true, mean, covariance)
     d = mu.shape[-1]
     if marginal:

@@ -3,6 +3,7 @@
 import numpy as np
 
 from keras_efficient.calibration import _math
+from keras_efficient.utils.validation import check_bool
 
 __all__ = ["DEFAULT_LEVELS", "reliability_curve", "plot_reliability"]
 
@@ -30,9 +31,7 @@ def reliability_curve(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=
       [L, d] (marginal), `num_examples` (int) and `marginal` (bool).
     """
     levels = _math.check_levels(levels)
-    if not isinstance(marginal, bool):
-        raise TypeError("Invalid value received for argument `marginal`. Expected a bool. "
-                        "Received: marginal={!r}".format(marginal))
+    check_bool("marginal", marginal)
     y, mu, cov = _math.gaussian_arrays(y_true, mean, covariance)
     d = mu.shape[-1]
     if marginal:
