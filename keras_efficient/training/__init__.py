@@ -1,7 +1,12 @@
 """Energy-efficient training (E²-Train): predictive sign gradients and compute accounting."""
 
 from keras_efficient.training.energy import HOROWITZ_45NM_PJ, mac_energy_pj
-from keras_efficient.training.flops import layer_macs, residual_block_flops, residual_block_macs
+from keras_efficient.training.flops import (
+    encoder_flops,
+    layer_macs,
+    residual_block_flops,
+    residual_block_macs,
+)
 from keras_efficient.training.psg import (
     DEFAULT_PSG_CONFIG,
     fixed_point_quantize,
@@ -19,6 +24,7 @@ __all__ = [
     "layer_macs",
     "mac_energy_pj",
     "residual_block_flops",
+    "encoder_flops",
     "residual_block_macs",
     "PSGConv2D",
     "PSGDense",
