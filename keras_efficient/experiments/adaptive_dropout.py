@@ -30,7 +30,7 @@ import numpy as np
 
 from keras_efficient.backend import keras, tf
 from keras_efficient.data import make_speech_sequences
-from keras_efficient.experiments.context import Option, integer, number, parser
+from keras_efficient.experiments.context import Option, integer, multiple_of, number, parser
 from keras_efficient.layers import CTCBlankPadding
 from keras_efficient.models import (
     ConformerEncoder,
@@ -50,18 +50,6 @@ _SITES = ("ffn1", "attention_query", "attention_value", "conv", "ffn2")
 _BASELINES = (("shallow", "Shallow (L={})", "num_blocks"),
               ("narrow", "Narrow (D={})", "model_dim"),
               ("narrow_ffn", "NarrowFFN (F={})", "ffn_dim"))
-
-
-def _model_dim():
-    one = integer(low=4)
-
-    @parser("a multiple of 4, >= 4 (4 attention heads)")
-    def parse(value):
-        dim = one(value)
-        if dim % 4:
-            raise ValueError(value)
-        return dim
-    return parse
 
 
 def _budgets():
@@ -103,7 +91,7 @@ OPTIONS = {
     "budgets": Option(_budgets(), default=(0.5, 0.3), quick=(0.5,),
                       help="parameter budgets rho: ADL target fractions and baseline sizes"),
     "num_blocks": Option(integer(low=1), default=2, help="Conformer blocks"),
-    "model_dim": Option(_model_dim(), default=64, quick=32, help="Conformer model dimension D"),
+    "model_dim": Option(multiple_of(4, 4, "4 attention heads"), default=64, quick=32, help="Conformer model dimension D"),
     "subsampling_filters": Option(integer(low=1), default=32, quick=16,
                                   help="channels of the two subsampling convolutions"),
     "feature_dim": Option(integer(low=1), default=16,

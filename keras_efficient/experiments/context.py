@@ -37,6 +37,7 @@ __all__ = [
     "describe_options",
     "integer",
     "integers",
+    "multiple_of",
     "number",
     "parser",
     "resnet_depth",
@@ -153,6 +154,19 @@ def integer(low=None, high=None):
         elif isinstance(value, bool) or not isinstance(value, numbers.Integral):
             raise ValueError(value)
         return _check_bounds(int(value), low, high)
+    return parse
+
+
+def multiple_of(step, low, reason):
+    """Parser of an integer option that is a multiple of `step` and >= `low`."""
+    one = integer(low=low)
+
+    @parser("a multiple of {}, >= {} ({})".format(step, low, reason))
+    def parse(value):
+        number = one(value)
+        if number % step:
+            raise ValueError(value)
+        return number
     return parse
 
 

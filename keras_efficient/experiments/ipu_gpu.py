@@ -19,7 +19,14 @@ import numpy as np
 from keras_efficient.backend import keras, tf
 from keras_efficient.data.galaxies import BANDS, make_galaxies, sky_per_pixel
 from keras_efficient.distribute import describe_devices, get_strategy, static_batches
-from keras_efficient.experiments.context import Option, integer, integers, parser, subset, text
+from keras_efficient.experiments.context import (
+    Option,
+    integer,
+    integers,
+    multiple_of,
+    subset,
+    text,
+)
 from keras_efficient.losses.negative_log_likelihood import NegativeLogLikelihood
 from keras_efficient.models.flow_vae import FlowVAE
 from keras_efficient.models.galaxy_estimator import galaxy_shape_estimator
@@ -29,22 +36,10 @@ DESCRIPTION = ("Training time vs batch size of the deterministic and Bayesian ga
                "(Figs. 2-4 analogs).")
 
 
-def _image_size():
-    one = integer(low=16)
-
-    @parser("a multiple of 16, >= 16 (the FlowVAE halves the stamp four times)")
-    def parse(value):
-        size = one(value)
-        if size % 16:
-            raise ValueError(value)
-        return size
-    return parse
-
-
 OPTIONS = {
     "num_galaxies": Option(integer(low=1), default=1000, quick=56,
                            help="galaxies rendered with GalSim (cached in cache_dir)"),
-    "image_size": Option(_image_size(), default=64,
+    "image_size": Option(multiple_of(16, 16, "the FlowVAE halves the stamp four times"), default=64,
                          help="galaxy stamp size in pixels (64 in the paper)"),
     "epochs": Option(integer(low=1), default=10, quick=1, help="timed training epochs"),
     "warmup_epochs": Option(integer(low=0), default=2, quick=1,

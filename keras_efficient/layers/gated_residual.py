@@ -6,7 +6,6 @@ from keras_efficient.layers.recurrent_gate import RecurrentGate, _set_context, g
 from keras_efficient.training.flops import residual_block_flops
 from keras_efficient.utils.validation import (
     assert_finite,
-    check_bool,
     check_choice,
     check_float,
     check_input_rank,
