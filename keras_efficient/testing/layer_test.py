@@ -12,9 +12,21 @@ constructor arguments it checks, in order:
    config) and `.keras` round trip, with identical inference outputs;
 4. one `model.fit` step with a finite loss that moves the trainable weights;
 5. `tf.function(jit_compile=True)` against eager, when the layer supports XLA;
-6. the `mixed_float16` policy (restored afterwards);
-7. one `fit` step under `tf.distribute.MirroredStrategy` on two logical CPU
-   devices (see `configure_logical_cpus`);
+6. the `mixed_float16` policy (restored afterwards): the inference output of
+   the same weights is compared with the float32 output within
+   `rtol=mixed_precision_rtol`, `atol=mixed_precision_atol * max(1, max|y32|)`
+   (float16 keeps ~3 significant digits; the absolute term follows the output's
+   magnitude so that large activations are not held to an absolute 1e-2);
+7. one training step under `tf.distribute.MirroredStrategy` on two logical CPU
+   devices (see `configure_logical_cpus`), compared with a single-device step of
+   the same weights on the same batch: the loss and every trainable weight's
+   gradient (the global-batch gradient: Keras sums the per-replica gradients of
+   losses scaled by 1/replicas) within `distributed_rtol` / `distributed_atol`.
+   The layer is called with `training=True` when `distributed_training=True`
+   (the default) and with `training=False` otherwise: layers whose training
+   output is random (dropout, sampling) or depends on the batch split (batch
+   statistics) pass `distributed_training=False`; layers whose gradient is
+   not a sum over examples pass `distributed_gradients=False` (loss only);
 8. optionally, that NaN inputs and empty batches raise a clear error.
 
 A failed check raises `AssertionError` naming the check.
@@ -55,6 +67,12 @@ def run_layer_test(
     run_mixed_precision=True,
     expected_mixed_precision_output_dtype="float16",
     run_distributed=True,
+    distributed_training=True,
+    distributed_gradients=True,
+    distributed_rtol=1e-4,
+    distributed_atol=1e-5,
+    mixed_precision_rtol=1e-2,
+    mixed_precision_atol=1e-2,
     fit_loss="mse",
     fit_targets=None,
     expect_trainable_weights_change=True,
@@ -87,6 +105,18 @@ def run_layer_test(
         run_distributed: switch the corresponding checks.
       expected_mixed_precision_output_dtype: output dtype under mixed_float16
         (None: not checked).
+      distributed_training: call the layer with `training=True` in the
+        MirroredStrategy comparison; False compares inference-mode losses and
+        gradients (for layers whose training output is random or depends on the
+        per-replica batch, e.g. dropout, sampling, batch statistics).
+      distributed_gradients: compare the gradients too (the default); False
+        compares only the loss, for layers whose gradient is not a sum over
+        examples (PSG's sign gradients, thresholds taken from the batch maximum).
+      distributed_rtol, distributed_atol: tolerances of that comparison (float32
+        all-reduce sums in a different order than one device).
+      mixed_precision_rtol, mixed_precision_atol: tolerances of the mixed_float16
+        output against the float32 output of the same weights; the absolute
+        tolerance is multiplied by max(1, max |float32 output|).
       fit_loss: loss for the `fit` checks; fit_targets: targets (default zeros
         shaped like the output).
       expect_trainable_weights_change: the fit step must move a trainable weight.
@@ -178,7 +208,8 @@ def run_layer_test(
     if run_mixed_precision:
         _check_mixed_precision(layer_cls, init_kwargs, data, call_kwargs, output_fn,
                                expected_mixed_precision_output_dtype, targets, fit_loss,
-                               run_training_check)
+                               run_training_check, model, mixed_precision_rtol,
+                               mixed_precision_atol)
         report["mixed_float16"] = "passed"
     else:
         report["mixed_float16"] = "skipped: run_mixed_precision=False"
@@ -186,7 +217,8 @@ def run_layer_test(
     # 7. MirroredStrategy on two logical CPUs.
     if run_distributed:
         _check_distributed(layer_cls, init_kwargs, data, call_kwargs, targets, fit_loss,
-                           run_training_check)
+                           run_training_check, model, distributed_training,
+                           distributed_gradients, distributed_rtol, distributed_atol)
         report["mirrored_strategy"] = "passed"
     else:
         report["mirrored_strategy"] = "skipped: run_distributed=False"
@@ -378,19 +410,27 @@ def _check_fit(model, data, targets, loss, expect_change, label):
 
 
 def _check_mixed_precision(layer_cls, init_kwargs, data, call_kwargs, output_fn, expected_dtype,
-                           targets, loss, run_fit):
+                           targets, loss, run_fit, reference_model, rtol, atol):
+    ref = _to_numpy(output_fn(reference_model(_unpack(data), training=False)))
     previous = keras.mixed_precision.global_policy()
     try:
         keras.mixed_precision.set_global_policy("mixed_float16")
         model = _functional_model(layer_cls(**init_kwargs), data, call_kwargs)
+        _copy_weights(reference_model, model, "mixed_float16")
         out = output_fn(model(_unpack(data), training=False))
         first = tf.nest.flatten(out)[0]
         if expected_dtype is not None and tf.as_dtype(first.dtype).name != expected_dtype:
             raise AssertionError("mixed_float16: expected output dtype {}, found {}".format(
                 expected_dtype, tf.as_dtype(first.dtype).name))
-        for t in tf.nest.flatten(_to_numpy(out)):
+        out = _to_numpy(out)
+        for t in tf.nest.flatten(out):
             if np.issubdtype(t.dtype, np.floating) and not np.all(np.isfinite(t)):
                 raise AssertionError("mixed_float16: non-finite outputs")
+        flat_ref = tf.nest.flatten(ref)
+        scale = max([1.0] + [float(np.max(np.abs(r))) for r in flat_ref if np.size(r)])
+        _assert_close(ref, out, rtol, atol * scale,
+                      "mixed_float16 output differs from the float32 output of the same weights "
+                      "(inference mode, rtol={}, atol={}*{:.3g})".format(rtol, atol, scale))
         # Keras's LossScaleOptimizer cannot take an empty variable list.
         if run_fit and model.trainable_weights:
             _check_fit(model, data, targets, loss, False, "mixed_float16 fit")
@@ -398,7 +438,59 @@ def _check_mixed_precision(layer_cls, init_kwargs, data, call_kwargs, output_fn,
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _check_distributed(layer_cls, init_kwargs, data, call_kwargs, targets, loss, run_fit):
+def _copy_weights(source, target, label):
+    src, dst = source.weights, target.weights
+    if len(src) != len(dst):
+        raise AssertionError("{}: the model has {} weights, the float32 single-device one {}".format(
+            label, len(dst), len(src)))
+    for s, d in zip(src, dst):
+        if tuple(s.shape) != tuple(d.shape):
+            raise AssertionError("{}: weight {} has shape {}, the single-device one {}".format(
+                label, d.name, tuple(d.shape), tuple(s.shape)))
+        d.assign(tf.cast(s, d.dtype))
+
+
+def _as_tuples(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_as_tuples(v) for v in value)
+    return np.asarray(value)
+
+
+def _one_step(model, data, targets, training):
+    """Loss and global-batch gradients of one step, under the model's strategy if any.
+
+    Uses the compiled loss (which, under a strategy, divides by the number of
+    replicas), so summing the per-replica gradients gives the global-batch gradient.
+    """
+    strategy = tf.distribute.get_strategy()
+    # tf.data packs lists into one tensor: nested structures travel as tuples.
+    x, y = _as_tuples(_unpack(data)), _as_tuples(targets)
+    dataset = tf.data.Dataset.from_tensors((x, y))
+    variables = model.trainable_weights
+
+    def replica_step(xb, yb):
+        with tf.GradientTape() as tape:
+            y_pred = model(xb, training=training)
+            loss = model.compute_loss(xb, yb, y_pred)
+        grads = tape.gradient(loss, variables)
+        grads = [tf.zeros_like(v) if g is None else tf.convert_to_tensor(g)
+                 for g, v in zip(grads, variables)]
+        return loss, grads
+
+    @tf.function
+    def step(batch):
+        loss, grads = strategy.run(replica_step, args=batch)
+        reduce = tf.distribute.ReduceOp.SUM
+        return (strategy.reduce(reduce, loss, axis=None),
+                [strategy.reduce(reduce, g, axis=None) for g in grads])
+
+    batch = next(iter(strategy.experimental_distribute_dataset(dataset)))
+    loss, grads = step(batch)
+    return float(loss), [g.numpy() for g in grads]
+
+
+def _check_distributed(layer_cls, init_kwargs, data, call_kwargs, targets, loss, run_fit,
+                       reference_model, training, compare_gradients, rtol, atol):
     devices = logical_cpu_names()
     if len(devices) < 2:
         raise RuntimeError(
@@ -409,10 +501,32 @@ def _check_distributed(layer_cls, init_kwargs, data, call_kwargs, targets, loss,
     if len(data[0]) % 2:
         raise ValueError("The MirroredStrategy check needs an even batch size; got {}".format(
             len(data[0])))
+    mode = "training=True" if training else "training=False (distributed_training=False)"
+    single = _functional_model(layer_cls(**init_kwargs), data, call_kwargs)
+    _copy_weights(reference_model, single, "MirroredStrategy")
+    single.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+    tf.random.set_seed(0)
+    single_loss, single_grads = _one_step(single, data, targets, training)
     strategy = mirrored_cpu_strategy()
     with strategy.scope():
         model = _functional_model(layer_cls(**init_kwargs), data, call_kwargs)
-        if run_fit:
+        _copy_weights(reference_model, model, "MirroredStrategy")
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss)
+        tf.random.set_seed(0)
+        dist_loss, dist_grads = _one_step(model, data, targets, training)
+    if not np.isfinite(dist_loss):
+        raise AssertionError("MirroredStrategy ({}): non-finite loss {}".format(mode, dist_loss))
+    _assert_close(single_loss, dist_loss, rtol, atol,
+                  "MirroredStrategy loss ({}) differs from the single-device loss of the same "
+                  "weights and batch".format(mode))
+    for v, g1, g2 in zip(single.trainable_weights, single_grads, dist_grads):
+        if not compare_gradients:
+            break  # distributed_gradients=False: the loss alone was compared.
+        _assert_close(g1, g2, rtol, atol,
+                      "MirroredStrategy global-batch gradient of {} ({}) differs from the "
+                      "single-device gradient".format(v.name, mode))
+    if run_fit:
+        with strategy.scope():
             _check_fit(model, data, targets, loss, False, "MirroredStrategy fit")
 
 

@@ -211,25 +211,86 @@ def test_regulariser_value_and_gate_rate():
     assert float(layer.open_fraction.numpy()) == pytest.approx(0.5)
 
 
-def test_shared_gate_threads_state_through_blocks():
+def _np_sigmoid(v):
+    return 1.0 / (1.0 + np.exp(-v))
+
+
+def _np_gate(gate, z, state):
+    """NumPy reference of RecurrentGate: one Keras LSTMCell step (gates i, f, c, o) + head."""
+    kernel, recurrent, bias = (w.numpy().astype(np.float64) for w in gate.cell.weights)
+    h, c = state
+    i, f, g, o = np.split(z @ kernel + h @ recurrent + bias, 4, axis=-1)
+    c = _np_sigmoid(f) * c + _np_sigmoid(i) * np.tanh(g)
+    h = _np_sigmoid(o) * np.tanh(c)
+    head_w, head_b = (w.numpy().astype(np.float64) for w in gate.head.weights)
+    return _np_sigmoid(h @ head_w + head_b)[:, 0], (h, c)
+
+
+def _np_project(block, pooled):
+    w, b = (v.numpy().astype(np.float64) for v in block.projection.weights)
+    return pooled @ w + b
+
+
+def test_shared_gate_threads_state_through_blocks(monkeypatch):
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 4))
-    first = GatedResidualBlock(ResidualBlock(4), gate=RecurrentGate(), mode="mask", name="g0")
+    first = GatedResidualBlock(ResidualBlock(4), gate=RecurrentGate(hidden_units=4), mode="mask",
+                               name="g0")
     second = GatedResidualBlock(ResidualBlock(4), mode="mask", name="g1")
-    model = keras.Model(inp, second(first(inp)))
+    h1 = first(inp)
+    model = keras.Model(inp, [h1, second(h1)])
     assert len(model.get_layer("g1").trainable_weights) == 6 + 2  # block + projection, no gate
-    x = _x(seed=5)
     gate = first.gate
-    # Independent recomputation of the second block's gate with the recurrent state.
-    pooled0 = x.mean(axis=(1, 2))
-    _, s1 = gate(first.projection(pooled0))
-    y0 = first(x)
-    pooled1 = y0.numpy().mean(axis=(1, 2))
-    p1, _ = gate(second.projection(pooled1), states=s1)
-    p1_zero, _ = gate(second.projection(pooled1))
-    model(x, training=True)
-    assert float(second.open_fraction.numpy()) == pytest.approx(float(np.mean(p1.numpy() >= 0.5)))
-    assert not np.allclose(p1.numpy(), p1_zero.numpy())
+    # Weights chosen so that the second block's decision depends on the state the first
+    # block leaves behind: the head's bias is 0 (not the default 2.0, which keeps every gate
+    # open whatever the state), the recurrent kernel is large and the second block's
+    # projection small, so its decision is mostly carried by (h_1, c_1).
+    rng = np.random.default_rng(7)
+    kernel, recurrent, bias = gate.cell.weights
+    kernel.assign(rng.normal(0.0, 1.0, kernel.shape).astype(np.float32))
+    recurrent.assign(rng.normal(0.0, 2.0, recurrent.shape).astype(np.float32))
+    bias.assign(np.zeros(bias.shape, np.float32))
+    gate.head.bias.assign([0.0])
+    second.projection.kernel.assign(second.projection.kernel * 0.1)
+    x = _x(n=16, seed=5)
+
+    def reference(threaded):
+        z0 = _np_project(first, x.astype(np.float64).mean(axis=(1, 2)))
+        zeros = np.zeros((len(x), 4))
+        p0, state = _np_gate(gate, z0, (zeros, zeros))
+        y0 = first(x, training=False).numpy()
+        z1 = _np_project(second, y0.astype(np.float64).mean(axis=(1, 2)))
+        p1, _ = _np_gate(gate, z1, state if threaded else (zeros, zeros))
+        # No probability so close to 0.5 that float32 rounding could flip the decision.
+        assert np.min(np.abs(p1 - 0.5)) > 1e-4, p1
+        return p0 >= 0.5, p1 >= 0.5
+
+    def observed():
+        y0, y1 = model(x, training=False)
+        # mask mode: a closed block is the identity exactly, an open one changes its rows.
+        return np.any(y1.numpy() != y0.numpy(), axis=(1, 2, 3))
+
+    open0, open1 = reference(threaded=True)
+    _, open1_without_state = reference(threaded=False)
+    # The test can fail: the decisions with and without the state differ for some rows, and
+    # the second block neither opens nor closes for every row.
+    assert np.any(open1 != open1_without_state), (open1, open1_without_state)
+    assert 0 < open1.sum() < len(x), open1
+
+    def assert_second_block_uses_the_first_blocks_state():
+        np.testing.assert_array_equal(observed(), open1)
+
+    assert_second_block_uses_the_first_blocks_state()
+
+    # Dropping the state (every gate step from zeros) makes the same check fail.
+    original_call = RecurrentGate.call
+    monkeypatch.setattr(RecurrentGate, "call",
+                        lambda self, inputs, states=None: original_call(self, inputs, None))
+    np.testing.assert_array_equal(observed(), open1_without_state)
+    with pytest.raises(AssertionError):
+        assert_second_block_uses_the_first_blocks_state()
+    monkeypatch.undo()
+
     with pytest.raises(ValueError, match="no gate of its own"):
         from keras_efficient.layers import recurrent_gate
         recurrent_gate._CONTEXT.value = None
@@ -270,7 +331,10 @@ def test_layer_contract(mode):
                         gate=_config_without_dtype(RecurrentGate()), mode=mode, flops_weight=0.1),
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
                    expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=6,
-                   expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True)
+                   expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True,
+                   # The block's BatchNorm uses per-replica batch statistics in training:
+                   # MirroredStrategy is compared in inference mode.
+                   distributed_training=False)
 
 
 def test_recurrent_gate_contract():

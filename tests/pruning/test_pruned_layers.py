@@ -14,7 +14,10 @@ def test_run_layer_test_pruned_block_with_ragged_heads_and_empty_modules():
              query_units=[2, 0, 0], value_units=[1, 3, 0], conv_units=3, kernel_size=3,
              dropout_rate=0.1),
         input_shape=(2, 5, 8), expected_output_shape=(2, 5, 8), expect_nan_error=True,
-        supports_jit=True, rtol=1e-5, atol=1e-5)
+        supports_jit=True, rtol=1e-5, atol=1e-5,
+        # dropout_rate=0.1 (random in training) and the convolution module's BatchNorm
+        # (per-replica batch statistics): MirroredStrategy is compared in inference mode.
+        distributed_training=False)
 
 
 def test_run_layer_test_constant_output():

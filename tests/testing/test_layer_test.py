@@ -87,6 +87,37 @@ class Unregistered(GoodScale):
     pass
 
 
+@register_serializable(name="HarnessReplicaDependent")
+class ReplicaDependent(GoodScale):
+    """Scales its output by (1 + replica id): one device and two replicas disagree."""
+
+    def call(self, x):
+        context = tf.distribute.get_replica_context()  # None while building in the scope
+        replica = 0 if context is None else context.replica_id_in_sync_group
+        return super().call(x) * tf.cast(1 + replica, x.dtype)
+
+
+@register_serializable(name="HarnessFloat16Cancellation")
+class Float16Cancellation(GoodScale):
+    """Adds and subtracts 1000 in the compute dtype: exact enough in float32, but float16's
+    spacing at 1000 is 0.5, so under mixed_float16 the output is off by up to 0.25."""
+
+    def call(self, x):
+        offset = tf.cast(1000.0, x.dtype)
+        return (super().call(x) + offset) - offset
+
+
+@register_serializable(name="HarnessDropoutScale")
+class DropoutScale(GoodScale):
+    """GoodScale followed by dropout in training mode: random, so replicas cannot match."""
+
+    def call(self, x, training=None):
+        y = super().call(x)
+        if training:
+            y = tf.nn.dropout(y, rate=0.5)
+        return y
+
+
 FAST = dict(run_saved_model=False, run_keras_format=False, run_mixed_precision=False,
             run_distributed=False, run_training_check=False)
 
@@ -145,6 +176,60 @@ def test_weight_lost_by_keras_format_fails_even_at_a_constant_initialiser():
     with pytest.raises(AssertionError, match="`.keras` round trip changed the outputs"):
         run_layer_test(ModuleHeldWeight, {}, input_shape=(4, 3), run_saved_model=False,
                        run_mixed_precision=False, run_distributed=False, run_training_check=False)
+
+
+NO_ROUND_TRIPS = dict(run_saved_model=False, run_keras_format=False, run_training_check=False)
+
+
+def test_distributed_check_fails_when_the_output_depends_on_the_replica():
+    with pytest.raises(AssertionError, match=r"MirroredStrategy loss \(training=True\) differs"):
+        run_layer_test(ReplicaDependent, {}, input_shape=(4, 3), run_mixed_precision=False,
+                       **NO_ROUND_TRIPS)
+    # Inference mode does not hide it either, and the message names the mode.
+    with pytest.raises(AssertionError, match=r"training=False \(distributed_training=False\)"):
+        run_layer_test(ReplicaDependent, {}, input_shape=(4, 3), run_mixed_precision=False,
+                       distributed_training=False, **NO_ROUND_TRIPS)
+    # distributed_gradients=False still compares the loss.
+    with pytest.raises(AssertionError, match=r"MirroredStrategy loss"):
+        run_layer_test(ReplicaDependent, {}, input_shape=(4, 3), run_mixed_precision=False,
+                       distributed_gradients=False, distributed_rtol=1e-2, **NO_ROUND_TRIPS)
+
+
+def test_distributed_check_compares_gradients_not_only_losses(monkeypatch):
+    from keras_efficient.testing import layer_test
+
+    original = layer_test._one_step
+    calls = []
+
+    def broken_gradients(model, data, targets, training):
+        loss, grads = original(model, data, targets, training)
+        calls.append(loss)
+        if len(calls) == 2:  # the MirroredStrategy run: same loss, wrong gradient
+            grads = [g * 1.01 for g in grads]
+        return loss, grads
+
+    monkeypatch.setattr(layer_test, "_one_step", broken_gradients)
+    with pytest.raises(AssertionError, match="global-batch gradient of .*w"):
+        run_layer_test(GoodScale, {}, input_shape=(4, 3), run_mixed_precision=False,
+                       **NO_ROUND_TRIPS)
+
+
+def test_random_training_output_needs_inference_mode_comparison():
+    with pytest.raises(AssertionError, match=r"MirroredStrategy .*\(training=True\)"):
+        run_layer_test(DropoutScale, {}, input_shape=(4, 3), run_mixed_precision=False,
+                       **NO_ROUND_TRIPS)
+    report = run_layer_test(DropoutScale, {}, input_shape=(4, 3), run_mixed_precision=False,
+                            distributed_training=False, **NO_ROUND_TRIPS)
+    assert report["mirrored_strategy"] == "passed"
+
+
+def test_mixed_precision_check_fails_for_a_large_float16_error():
+    with pytest.raises(AssertionError, match="mixed_float16 output differs from the float32"):
+        run_layer_test(Float16Cancellation, {}, input_shape=(4, 3), run_distributed=False,
+                       **NO_ROUND_TRIPS)
+    # The same layer is within tolerance of itself in float32 (every other check passes).
+    run_layer_test(Float16Cancellation, {}, input_shape=(4, 3), run_distributed=False,
+                   run_mixed_precision=False, **NO_ROUND_TRIPS)
 
 
 def test_nan_check_fails_for_a_layer_that_accepts_nan():

@@ -86,17 +86,25 @@ def test_bad_conv_options_and_inputs():
         PSGDense(3)(tf.zeros((2,)))
 
 
+# PSG quantises inputs with the range of the batch each replica sees (8 bits: relative error
+# up to 2^-7) and its weight gradient is a sign with a batch-maximum threshold, which is not a
+# sum over examples: under MirroredStrategy only the loss is compared, to quantisation
+# accuracy.
+PSG_DISTRIBUTED = dict(distributed_gradients=False, distributed_rtol=2e-2, distributed_atol=1e-3)
+
+
 def test_dense_layer_contract():
     run_layer_test(PSGDense, dict(units=3, beta=0.1), input_shape=(4, 5),
                    expected_output_shape=(4, 3), expected_num_trainable_weights=2,
-                   expected_num_non_trainable_weights=1, supports_jit=True, expect_nan_error=True)
+                   expected_num_non_trainable_weights=1, supports_jit=True, expect_nan_error=True,
+                   **PSG_DISTRIBUTED)
 
 
 def test_conv_layer_contract():
     run_layer_test(PSGConv2D, dict(filters=2, kernel_size=3, padding="same", strides=2),
                    input_shape=(2, 6, 6, 3), expected_output_shape=(2, 3, 3, 2),
                    expected_num_trainable_weights=2, expected_num_non_trainable_weights=1,
-                   supports_jit=True, expect_nan_error=True)
+                   supports_jit=True, expect_nan_error=True, **PSG_DISTRIBUTED)
 
 
 def test_convert_resnet_to_psg_keeps_outputs_close_and_trains():
