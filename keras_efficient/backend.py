@@ -21,7 +21,7 @@ module therefore sets `TF_ENABLE_ONEDNN_OPTS=0` when, and only when, the
 installed TensorFlow is 2.14.x (read from the package metadata, without importing
 it) and /proc/cpuinfo lists `amx_tile` or `avx512_fp16` (Linux only); a value the
 user set wins, and any failure to read leaves everything as it is. The decision
-is `keras_efficient.utils.cpu.onednn_workaround_needed`; `ONEDNN_WORKAROUND` says
+is `keras_efficient.cpu_features.onednn_workaround_needed`; `ONEDNN_WORKAROUND` says
 whether it was applied in this process. Like `TF_USE_LEGACY_KERAS`, it has no
 effect if TensorFlow was imported first.
 
@@ -35,20 +35,12 @@ os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
 
 
 def _apply_onednn_workaround():
-    """Runs `utils/cpu.py`'s check before TensorFlow is imported; False on any failure.
-
-    The file is loaded by path: importing `keras_efficient.utils` would import its
-    validation module, which imports this (half-initialised) module.
-    """
+    """`cpu_features.apply_onednn_workaround()`; False on any failure (never stops the import)."""
     try:
-        import importlib.util
+        from keras_efficient import cpu_features
 
-        path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "utils", "cpu.py")
-        spec = importlib.util.spec_from_file_location("_keras_efficient_cpu_check", path)
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        return bool(module.apply_onednn_workaround())
-    except Exception:  # noqa: BLE001 - never let a start-up check stop the import
+        return bool(cpu_features.apply_onednn_workaround())
+    except Exception:  # noqa: BLE001 - a start-up check must not stop the import
         return False
 
 

@@ -5,8 +5,8 @@ import os
 import pytest
 
 from keras_efficient import backend
-from keras_efficient.utils import cpu
-from keras_efficient.utils.cpu import (
+from keras_efficient import cpu_features as cpu
+from keras_efficient.cpu_features import (
     apply_onednn_workaround,
     installed_tensorflow_version,
     onednn_workaround_needed,

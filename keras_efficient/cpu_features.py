@@ -9,9 +9,9 @@ Linux, with TensorFlow 2.14.x installed and `amx_tile` or `avx512_fp16` among
 the CPU flags, it sets `TF_ENABLE_ONEDNN_OPTS=0` unless the variable is already
 set (the user's own setting wins). Elsewhere it does nothing.
 
-This module imports neither TensorFlow nor the rest of keras_efficient: the
-backend loads it by file path, before `keras_efficient.utils` (whose validation
-module imports the backend) can be imported.
+This module imports neither TensorFlow nor the rest of keras_efficient, so the
+backend can import it before TensorFlow (it sits outside `keras_efficient.utils`,
+whose validation module imports the backend).
 """
 
 import os
