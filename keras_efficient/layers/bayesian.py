@@ -123,13 +123,39 @@ def _standard_normal_box_muller(shape, seed=None, dtype=tf.float32):
     shape = [int(d) for d in shape]
     size = int(np.prod(shape, dtype=np.int64))
     half = (size + 1) // 2
-    u = samplers.uniform([2, half], dtype=dtype, seed=seed)
+    u = samplers.uniform([2, half], dtype=dtype, seed=_replica_seed(seed))
     radius = tf.sqrt(-2.0 * tf.math.log1p(-u[0]))
     angle = (2.0 * math.pi) * u[1]
     z = tf.concat([radius * tf.cos(angle), radius * tf.sin(angle)], axis=0)
     if 2 * half != size:
         z = z[:size]
     return tf.reshape(z, shape)
+
+
+def _replica_seed(seed):
+    """The seed of one draw, different on every replica of a `tf.distribute` strategy.
+
+    An integer `seed` becomes a stateless seed pair through one stateful op with
+    that op seed (TFP's `samplers.sanitize_seed`: the same stream on every call of
+    a run, reproducible for a seed). Under a strategy with n > 1 replicas that op
+    is copied into every replica's graph with the same op seed, so every replica
+    would draw the same pair, hence the same weights; the replica's index in its
+    sync group is folded into the pair (`stateless_fold_in`), as
+    `AdaptiveDropout` folds it into its key, so the replicas draw independent
+    noise. With one replica (or outside a strategy) the pair is used as is.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return seed
+    if seed is None or isinstance(seed, (int, np.integer)):
+        # What `samplers.sanitize_seed` does for an int or None (without its warning
+        # about stateful seeds under a strategy, which this function answers).
+        limits = np.iinfo(np.int32)
+        seed = tf.random.uniform([2], minval=limits.min, maxval=limits.max, dtype=tf.int32,
+                                 seed=None if seed is None else int(seed))
+    replica = tf.cast(context.replica_id_in_sync_group, tf.int64)
+    pair = tf.random.experimental.stateless_fold_in(tf.cast(seed, tf.int64), replica)
+    return tf.cast(pair, tf.int32)
 
 
 def _normal_kl_to_centered_normal(loc, scale, prior_scale):

@@ -73,19 +73,11 @@ def test_adaptive_dropout_replica_masks_reproducible_for_a_seed(mirrored_strateg
         np.testing.assert_array_equal(x, y)
 
 
-_SEEDED_REPARAMETERIZATION_GAP = (
-    "Known gap (docs/testing.md): ReparameterizationDense(seed=...) seeds its kernel noise "
-    "with one stateful op seed, copied into every replica's graph, so both replicas draw the "
-    "same kernel; the fix (fold the replica id into a stateless seed) belongs in "
-    "keras_efficient/layers/bayesian.py")
-
-
 @pytest.mark.parametrize("cls, seed", [
     (FlipoutDense, None),
     (FlipoutDense, 3),  # the seed fixes the sign flips; the kernel noise is unseeded
     (ReparameterizationDense, None),
-    pytest.param(ReparameterizationDense, 3, marks=pytest.mark.xfail(
-        strict=True, reason=_SEEDED_REPARAMETERIZATION_GAP)),
+    (ReparameterizationDense, 3),  # the replica id is folded into the seeded draw
 ])
 def test_bayesian_dense_samples_differ_between_replicas(mirrored_strategy, cls, seed):
     with mirrored_strategy.scope():
@@ -106,3 +98,20 @@ def test_variational_head_samples_differ_between_replicas(mirrored_strategy):
     means = _per_replica(mirrored_strategy, lambda: head(x, training=False)[0])
     np.testing.assert_allclose(means[0], means[1], rtol=1e-6)  # same weights, same input
     assert not np.allclose(first, second)
+
+
+def test_seeded_reparameterization_replica_draws_reproducible(mirrored_strategy):
+    def make(seed):
+        with mirrored_strategy.scope():
+            layer = ReparameterizationDense(16, seed=seed)
+            layer(tf.zeros((1, 8)))
+        return layer
+
+    a, b, other = make(3), make(3), make(4)
+    for layer in (b, other):
+        layer.set_weights(a.get_weights())
+    x = tf.ones((4, 8))
+    draws = [_per_replica(mirrored_strategy, lambda layer=layer: layer(x)) for layer in (a, b, other)]
+    for first, second in zip(draws[0], draws[1]):
+        np.testing.assert_array_equal(first, second)
+    assert not np.allclose(draws[0][0], draws[2][0])
