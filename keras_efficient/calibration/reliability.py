@@ -3,6 +3,12 @@
 import numpy as np
 
 from keras_efficient.calibration import _math
+from keras_efficient.calibration.coverage import (
+    _abs_standardized,
+    _interval_half_widths,
+    _radii,
+    _radius_thresholds,
+)
 from keras_efficient.utils.validation import check_bool
 
 __all__ = ["DEFAULT_LEVELS", "reliability_curve", "plot_reliability"]
@@ -12,7 +18,7 @@ __all__ = ["DEFAULT_LEVELS", "reliability_curve", "plot_reliability"]
 DEFAULT_LEVELS = tuple(sorted(set(np.round(np.arange(1, 20) * 0.05, 2).tolist()) | {0.683, 0.954}))
 
 
-def reliability_curve(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=False):
+def reliability_curve(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=False, df=None):
     """Expected vs observed coverage of Gaussian predictions at several levels.
 
     Observed coverage at level p is `coverage(y_true, mean, covariance, p,
@@ -25,6 +31,8 @@ def reliability_curve(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=
       covariance: array [..., d, d] (or one [d, d]).
       levels: nominal levels in (0, 1).
       marginal: per-output intervals instead of the joint ellipsoid.
+      df: None (Gaussian) or the degrees of freedom nu > 2 of Student-t
+        predictions (regions as in `coverage(..., df=nu)`).
 
     Returns:
       dict: `expected` float64 [L] (the levels), `observed` float64 [L] (joint) or
@@ -32,29 +40,29 @@ def reliability_curve(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=
     """
     levels = _math.check_levels(levels)
     check_bool("marginal", marginal)
+    df = None if df is None else _math.check_df(df)
     y, mu, cov = _math.gaussian_arrays(y_true, mean, covariance)
     d = mu.shape[-1]
     if marginal:
-        std = np.sqrt(np.diagonal(cov, axis1=-2, axis2=-1)).reshape(-1, d)
-        abs_z = (np.abs(y - mu).reshape(-1, d)) / std
-        z = np.array([_math.normal_ppf(0.5 * (1.0 + p)) for p in levels])
+        abs_z = _abs_standardized(y, mu, cov, df).reshape(-1, d)
+        z = _interval_half_widths(levels, df)
         observed = (abs_z[None, :, :] <= z[:, None, None]).mean(axis=1)
     else:
-        m2 = _math.mahalanobis_squared(y, mu, cov).reshape(-1)
-        thresholds = _math.chi2_ppf(levels, d)
+        m2 = _radii(y, mu, cov, df).reshape(-1)
+        thresholds = _radius_thresholds(levels, d, df)
         observed = (m2[None, :] <= thresholds[:, None]).mean(axis=1)
     return {"expected": levels, "observed": observed, "num_examples": int(y.size // d),
             "marginal": marginal}
 
 
 def plot_reliability(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=False, ax=None,
-                     label=None, output_names=None):
+                     label=None, output_names=None, df=None):
     """Plots a reliability curve (observed vs nominal coverage) with the diagonal.
 
     matplotlib is imported here, on first use (`pip install 'keras_efficient[experiments]'`).
 
     Args:
-      y_true, mean, covariance, levels, marginal: as for `reliability_curve`.
+      y_true, mean, covariance, levels, marginal, df: as for `reliability_curve`.
       ax: a matplotlib Axes to draw on; None: a new figure.
       label: legend label of the joint curve (default "joint (d = ...)"); with
         `marginal=True`, a prefix of the per-output labels.
@@ -69,7 +77,7 @@ def plot_reliability(y_true, mean, covariance, levels=DEFAULT_LEVELS, marginal=F
     except ImportError:
         raise ImportError("plot_reliability needs matplotlib: `pip install matplotlib` (or "
                           "`pip install 'keras_efficient[experiments]'`).") from None
-    curve = reliability_curve(y_true, mean, covariance, levels=levels, marginal=marginal)
+    curve = reliability_curve(y_true, mean, covariance, levels=levels, marginal=marginal, df=df)
     if ax is None:
         fig, ax = plt.subplots(figsize=(4.5, 4.5))
     else:

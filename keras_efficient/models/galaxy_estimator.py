@@ -36,6 +36,10 @@ __all__ = ["VariationalModel", "galaxy_shape_estimator", "predict_with_samples"]
 
 ESTIMATORS = ("flipout", "reparameterization")
 
+#: which layers of the Bayesian estimator are Bayesian: every convolution and the
+#: head's Dense layer (the paper), or only the head's Dense layer.
+BAYESIAN_SCOPES = ("all", "head")
+
 
 def _bayesian_layer_classes(estimator):
     """(Conv2D class, Dense class) of a gradient estimator, looked up at call time."""
@@ -95,7 +99,8 @@ class VariationalModel(keras.Model):
 def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32, 64, 128, 256),
                            kernel_size=3, event_size=2, num_train_examples=None, kl_weight=1.0,
                            prior_scale="he", posterior_scale_init=-5.0,
-                           synchronized_batch_norm=False, estimator="flipout", name=None):
+                           synchronized_batch_norm=False, estimator="flipout", bayesian_scope="all",
+                           name=None):
     """Builds the deterministic (`bayesian=False`) or Bayesian galaxy shape estimator.
 
     Both variants share the layer names: `input_bn`, `conv{i}_a`, `prelu{i}_a`,
@@ -130,6 +135,12 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
         (`ReparameterizationConv2D` / `ReparameterizationDense`: one weight sample
         per batch, one kernel application, as in the paper). Same parameters.
         Unused when `bayesian=False`.
+      bayesian_scope: which layers are Bayesian when `bayesian=True`: "all"
+        (default, the paper: every convolution and the head's Dense layer) or
+        "head" (only the Dense layer to the distribution parameters, on a
+        deterministic, point-estimated feature extractor: "last-layer" Bayesian
+        inference, which fits as well as the deterministic network but whose
+        epistemic spread only covers the head's weights).
       name: model name (default "galaxy_estimator", "galaxy_estimator_bnn" for
         Flipout, "galaxy_estimator_bnn_reparameterization").
 
@@ -143,6 +154,7 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     """
     check_bool("bayesian", bayesian)
     check_choice("estimator", estimator, ESTIMATORS)
+    check_choice("bayesian_scope", bayesian_scope, BAYESIAN_SCOPES)
     if bayesian and num_train_examples is None:
         raise ValueError(
             "galaxy_shape_estimator(bayesian=True) needs `num_train_examples`, the number of "
@@ -174,7 +186,7 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
                  prior_scale=prior_scale, posterior_scale_init=posterior_scale_init)
 
     def conv(f, strides, layer_name):
-        if bayesian:
+        if bayesian and bayesian_scope == "all":
             # NaN/Inf are caught once, by the head (check_finite there), not per layer.
             return conv_cls(f, kernel_size, strides=strides, padding="same", name=layer_name,
                             check_finite=False, **bayes)
@@ -198,6 +210,8 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
     default_name = "galaxy_estimator"
     if bayesian:
         default_name += "_bnn" if estimator == "flipout" else "_bnn_reparameterization"
+        if bayesian_scope == "head":
+            default_name += "_head"
     model_cls = VariationalModel if bayesian else keras.Model
     return model_cls(inputs, outputs, name=name or default_name)
 
