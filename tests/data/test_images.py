@@ -1,4 +1,4 @@
-"""Built-in image data: shapes, ranges, fixed split, faithful resize."""
+"""Built-in image data: shapes, ranges, fixed split, faithful resize; the data set names."""
 
 import numpy as np
 import pytest
@@ -48,3 +48,26 @@ def test_load_images_digits_is_load_digits32():
     (a, _), _ = load_images("digits")
     (b, _), _ = load_digits32()
     np.testing.assert_array_equal(a, b)
+
+
+def test_load_images_shapes_is_load_shapes32(monkeypatch):
+    from keras_efficient.data import DATASETS, images
+
+    assert "shapes" in DATASETS
+    sentinel = ((np.zeros((1, 32, 32, 3), "float32"), np.zeros(1, "int64")),) * 2
+    monkeypatch.setattr(images, "load_shapes32", lambda: sentinel)
+    assert load_images("shapes") is sentinel
+
+
+@pytest.mark.slow
+def test_load_shapes32_default_split():
+    """The default split renders 40,000 + 10,000 images (about 15-30 s)."""
+    from keras_efficient.data import load_shapes32, make_shapes32
+
+    (x_train, y_train), (x_test, y_test) = load_shapes32()
+    assert x_train.shape == (40000, 32, 32, 3) and x_test.shape == (10000, 32, 32, 3)
+    np.testing.assert_array_equal(np.bincount(y_train), [4000] * 10)
+    np.testing.assert_array_equal(np.bincount(y_test), [1000] * 10)
+    (a, _), (b, _) = make_shapes32(700, 600)
+    np.testing.assert_array_equal(x_train[:700], a)
+    np.testing.assert_array_equal(x_test[:600], b)
