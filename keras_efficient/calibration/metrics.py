@@ -49,6 +49,13 @@ def gaussian_moments(y_pred):
     return mean, cov
 
 
+def _student_t_df(y_pred):
+    """The degrees of freedom of a Student-t output (a tensor), None for other outputs."""
+    dist = y_pred if hasattr(y_pred, "covariance") else getattr(y_pred, "_tfp_distribution", None)
+    df = getattr(dist, "df", None)
+    return None if df is None else tf.cast(df, tf.float64)
+
+
 def _whitened(y_true, y_pred):
     """(z = L^-1 (y - mu), L, d): L the Cholesky factor of the predicted covariance."""
     mean, cov = gaussian_moments(y_pred)
@@ -61,6 +68,14 @@ def _whitened(y_true, y_pred):
     chol = tf.linalg.cholesky(cov)
     z = tf.linalg.triangular_solve(chol, (y_true - mean)[..., None], lower=True)[..., 0]
     return z, chol, d
+
+
+def _beta_cdf(a, b, x):
+    """I_x(a, b) in float64, `a` and `b` broadcast to `x`."""
+    x = tf.cast(x, tf.float64)
+    a = tf.broadcast_to(tf.cast(a, tf.float64), tf.shape(x))
+    b = tf.broadcast_to(tf.cast(b, tf.float64), tf.shape(x))
+    return tf.math.betainc(a, b, x)
 
 
 @register_serializable
@@ -91,9 +106,16 @@ class Coverage(keras.metrics.Mean):
         self.component = component
 
     def update_state(self, y_true, y_pred, sample_weight=None):
+        df = _student_t_df(y_pred)
         if self.component is None:
             z, _, d = _whitened(y_true, y_pred)
-            inside = tf.reduce_sum(tf.square(z), axis=-1) <= float(_math.chi2_ppf(self.level, d))
+            m2 = tf.reduce_sum(tf.square(z), axis=-1)
+            if df is None:
+                inside = m2 <= float(_math.chi2_ppf(self.level, d))
+            else:
+                # r^T S^-1 r = nu / (nu - 2) m2 is d F(d, nu): its CDF is I_{x}(d/2, nu/2).
+                m = tf.cast(m2, tf.float64) * df / (df - 2.0)
+                inside = _beta_cdf(0.5 * d, 0.5 * df, m / (df + m)) <= self.level
         else:
             mean, cov = gaussian_moments(y_pred)
             d = mean.shape[-1]
@@ -103,8 +125,14 @@ class Coverage(keras.metrics.Mean):
                                                         mean.shape))
             y_true = tf.reshape(tf.cast(y_true, tf.float32), tf.shape(mean))
             k = self.component
-            half_width = _math.normal_ppf(0.5 * (1.0 + self.level)) * tf.sqrt(cov[..., k, k])
-            inside = tf.abs(y_true[..., k] - mean[..., k]) <= half_width
+            if df is None:
+                half_width = _math.normal_ppf(0.5 * (1.0 + self.level)) * tf.sqrt(cov[..., k, k])
+                inside = tf.abs(y_true[..., k] - mean[..., k]) <= half_width
+            else:
+                # t^2 = nu / (nu - 2) (y_k - mu_k)^2 / Sigma_kk is F(1, nu).
+                t2 = (tf.cast(tf.square(y_true[..., k] - mean[..., k]) / cov[..., k, k],
+                              tf.float64) * df / (df - 2.0))
+                inside = _beta_cdf(0.5, 0.5 * df, t2 / (df + t2)) <= self.level
         return super().update_state(tf.cast(inside, self.dtype), sample_weight=sample_weight)
 
     def get_config(self):
@@ -121,6 +149,9 @@ class GaussianNLL(keras.metrics.Mean):
 
     (as `calibration.gaussian_nll`), from the predicted mean and covariance, so
     it is the same number for any Gaussian output, however it is parameterised.
+    For a Student-t output it is the NLL of the Gaussian with the same moments;
+    score the Student-t itself with `losses.NegativeLogLikelihood` (its
+    `log_prob`) or `calibration.student_t_nll`.
 
     Args:
       name: metric name (default "gaussian_nll").

@@ -235,3 +235,23 @@ def test_student_t_family_bad_combinations():
         calibration.fit_covariance_scale((mean, cov), mean + 0.1, family="laplace")
     with pytest.raises(ValueError, match="one covariance scale"):
         calibration.CovarianceScale([1.0, 2.0], df=4.0)
+
+
+@pytest.mark.parametrize("component", [None, 0, 1])
+def test_coverage_metric_on_a_student_t_output_matches_numpy(component):
+    mean, cov = _predictions(300, 2, seed=21)
+    y = _draw_t(mean, cov, 3.0, seed=22)
+    df, level = 3.5, 0.683
+    layer = calibration.CovarianceScale(1.0, df=df)
+    dist = layer((tf.constant(mean, tf.float32), tf.constant(cov, tf.float32)))
+    metric = calibration.Coverage(level, component=component)
+    metric.update_state(tf.constant(y, tf.float32), dist)
+    if component is None:
+        expected = calibration.coverage(y, mean, cov, level, df=df)
+    else:
+        expected = calibration.coverage(y, mean, cov, level, marginal=True, df=df)[component]
+    # float32 moments: a value on a region's border may flip; allow one example.
+    assert float(metric.result()) == pytest.approx(expected, abs=1.0 / 300 + 1e-9)
+    gaussian = calibration.coverage(y, mean, cov, level, marginal=component is not None)
+    assert float(metric.result()) != pytest.approx(
+        gaussian if component is None else gaussian[component], abs=1.0 / 300 + 1e-9)

@@ -76,6 +76,23 @@ def test_reparameterization_variant_has_the_same_parameter_count():
     assert [w.shape for w in model.weights] == [w.shape for w in flipout.weights]
 
 
+@pytest.mark.parametrize("estimator", ["flipout", "reparameterization"])
+def test_head_scope_makes_only_the_head_bayesian(estimator):
+    det_expected, _ = _expected_counts((64, 64, 6), (32, 64, 128, 256), 3, 2)
+    model = galaxy_shape_estimator(bayesian=True, estimator=estimator, bayesian_scope="head",
+                                   num_train_examples=8000)
+    assert bayesian_layers(model) == [model.get_layer("head").params]
+    convs = [l for l in model.layers if l.name.startswith("conv")]
+    assert len(convs) == 8 and all(type(l) is keras.layers.Conv2D for l in convs)
+    # The deterministic network plus one posterior-scale tensor for the head's kernel
+    # (4096 x 5), plus its KL warm-up scalar.
+    assert model.count_params() == det_expected + 4096 * 5 + 1
+    assert len(model.losses) == 1
+    assert model.name.endswith("_head")
+    det = galaxy_shape_estimator(bayesian=False)
+    assert [l.name for l in det.layers] == [l.name for l in model.layers]
+
+
 def _small(bayesian, **kwargs):
     return galaxy_shape_estimator(bayesian=bayesian, input_shape=(16, 16, 6), filters=(4, 8),
                                   **kwargs)
@@ -288,6 +305,9 @@ def test_predict_with_samples_deterministic_model_has_no_epistemic_part():
     ({"bayesian": True, "estimator": "Flipout"}, ValueError, "`estimator`"),
     ({"bayesian": True, "estimator": None}, ValueError, "`estimator`"),
     ({"estimator": ""}, ValueError, "estimator"),
+    ({"bayesian": True, "num_train_examples": 10, "bayesian_scope": "last"}, ValueError,
+     "bayesian_scope"),
+    ({"bayesian_scope": None}, ValueError, "bayesian_scope"),
 ])
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
