@@ -103,3 +103,30 @@ def test_variants_pair_each_classifier_with_and_without_kl():
     for name in full:
         if name.endswith(" + KL"):
             assert name[:-5] in full and full[name[:-5]]["beta"] == 0
+
+
+def test_default_data_is_shapes_and_quick_uses_a_subset():
+    from keras_efficient.experiments import rebel
+
+    assert rebel.OPTIONS["dataset"].default == "shapes"
+    assert rebel.OPTIONS["train_size"].default is None          # full run: all 40,000
+    assert 80 <= rebel.OPTIONS["train_size"].quick <= 5000
+    assert rebel.OPTIONS["test_size"].quick <= 2000
+
+
+def test_load_data_renders_only_the_requested_prefix_of_shapes():
+    import io
+
+    from keras_efficient.data import make_shapes32
+    from keras_efficient.experiments import rebel
+    from keras_efficient.experiments.context import ExperimentContext
+
+    ctx = ExperimentContext("rebel", quick=True, options={"train_size": "130", "test_size": "40"},
+                            stream=io.StringIO(), declared=rebel.OPTIONS)
+    data = rebel._load_data(ctx)
+    (x_train, y_train), (x_test, y_test) = make_shapes32(600, 500, seed=0)
+    np.testing.assert_array_equal(data["x_train"], x_train[:130])
+    np.testing.assert_array_equal(data["y_train"], y_train[:130])
+    np.testing.assert_array_equal(data["x_test"], x_test[:40])
+    assert data["num_classes"] == 10 and data["name"] == "shapes"
+    assert np.bincount(data["y_train"], minlength=10).min() == 13
