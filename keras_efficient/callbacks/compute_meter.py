@@ -100,6 +100,40 @@ def model_mac_entries(model):
     return entries
 
 
+_STATE_NAME = "keras_efficient_compute_meter"
+_SCALARS = ("steps", "accounted", "skippable_full", "skippable_executed")
+
+
+def _precisions(entries):
+    keys = set()
+    for entry in entries:
+        layer = entry.layer
+        if isinstance(layer, (PSGConv2D, PSGDense)):
+            keys.update(["int{}x{}".format(layer.input_bits, layer.weight_bits),
+                         "int{}x{}".format(layer.grad_bits, layer.weight_bits),
+                         "int{}x{}".format(layer.input_msb_bits, layer.grad_msb_bits),
+                         "int{}x{}".format(layer.input_bits, layer.grad_bits)])
+        else:
+            keys.add("fp32")
+    return sorted(keys)
+
+
+class _MeterState(tf.Module):
+    """The meter's running totals as float64 / int64 variables (a checkpoint dependency)."""
+
+    def __init__(self, num_precisions, num_entries, nominal_start, kept_start):
+        super().__init__(name="compute_meter_state")
+        self.scalars = tf.Variable(tf.zeros([len(_SCALARS)], tf.float64), trainable=False,
+                                   name="scalars")
+        self.by_precision = tf.Variable(tf.zeros([num_precisions], tf.float64), trainable=False,
+                                        name="by_precision")
+        self.per_layer = tf.Variable(tf.zeros([num_entries], tf.float64), trainable=False,
+                                     name="per_layer")
+        self.starts = tf.Variable([nominal_start, kept_start], dtype=tf.int64, trainable=False,
+                                  name="drop_counter_starts")
+        self.last_epoch = tf.Variable(-1, dtype=tf.int64, trainable=False, name="last_epoch")
+
+
 class ComputeMeter(keras.callbacks.Callback):
     """Counts executed training MACs per step, by layer and precision, with an energy estimate.
 
@@ -116,10 +150,23 @@ class ComputeMeter(keras.callbacks.Callback):
         `nominal_steps`, `macs_by_precision`, `skip_ratio` (the skipped fraction of
         the MACs of gated / stochastic-depth blocks).
       per_layer: executed MACs per layer name.
-      history: list of per-epoch `totals` snapshots (cumulative).
+      by_precision: executed MACs per precision.
+      history: list of per-epoch `totals` snapshots (cumulative) of this `fit`.
 
     Each epoch's logs (and so `model.fit`'s History) get `compute_saving`,
     `energy_saving_estimate` and `skip_ratio` (cumulative).
+
+    State and resuming: the running totals are float64 variables of a `tf.Module`
+    the meter attaches to the model as the checkpoint dependency
+    `keras_efficient_compute_meter` (`model.weights` unchanged), updated after
+    every step. A checkpoint of the model therefore holds them, and a run
+    interrupted and resumed with `keras.callbacks.BackupAndRestore` (the default
+    `save_freq="epoch"`; with a batch-level `save_freq`, list the meter before
+    `BackupAndRestore`) ends with the totals of the uninterrupted run, given the
+    same `DropCounter` counts (exact with `drop_minibatches(..., position=...)`).
+    A `fit` whose first epoch is not after the last epoch counted (e.g. a second
+    `fit` from epoch 0) starts new totals; one that continues (`initial_epoch`
+    after it) extends them. `history` is a Python list and covers one `fit` call.
     """
 
     def __init__(self, batch_size, drop_counter=None):
@@ -130,20 +177,40 @@ class ComputeMeter(keras.callbacks.Callback):
                                    TypeError)
         self.drop_counter = drop_counter
         self.history = []
+        self._state = None
+
+    def _counter_values(self):
+        counter = self.drop_counter
+        if counter is None:
+            return 0, 0
+        return int(counter.nominal.numpy()), int(counter.kept.numpy())
 
     def on_train_begin(self, logs=None):
+        self.history = []
         self.entries = model_mac_entries(self.model)
+        self.precisions = _precisions(self.entries)
         self.standard_step_macs = 3 * sum(e.macs for e in self.entries
                                           if not e.name.endswith("/gate")) * self.batch_size
-        self.by_precision = collections.Counter()
-        self.per_layer = collections.Counter()
-        self.accounted = 0.0
-        self.skippable_full = 0.0
-        self.skippable_executed = 0.0
-        self.steps = 0
-        counter = self.drop_counter
-        self._nominal_start = 0 if counter is None else int(counter.nominal.numpy())
-        self._kept_start = 0 if counter is None else int(counter.kept.numpy())
+        model = self.model
+        state = model._lookup_dependency(_STATE_NAME)
+        if state is None or int(state.by_precision.shape[0]) != len(self.precisions) or \
+                int(state.per_layer.shape[0]) != len(self.entries):
+            nominal, kept = self._counter_values()
+            with model.distribute_strategy.scope():
+                state = _MeterState(len(self.precisions), len(self.entries), nominal, kept)
+            model._track_trackable(state, name=_STATE_NAME, overwrite=True)
+        self._state = state
+
+    def _reset(self):
+        state = self._state
+        for variable in (state.scalars, state.by_precision, state.per_layer):
+            variable.assign(tf.zeros_like(variable))
+        state.starts.assign(list(self._counter_values()))
+        state.last_epoch.assign(-1)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if int(self._state.last_epoch.numpy()) >= epoch:
+            self._reset()  # a new run of epochs, not a continuation
 
     def _scale(self, entry):
         src = entry.scale_source
@@ -156,10 +223,13 @@ class ComputeMeter(keras.callbacks.Callback):
         return (value if src.mode == "gather" else 1.0), value
 
     def on_train_batch_end(self, batch, logs=None):
-        self.steps += 1
         n = float(self.batch_size)
-        for entry in self.entries:
-            executed, accounted = self._scale(entry)
+        index = {p: k for k, p in enumerate(self.precisions)}
+        by_precision = [0.0] * len(self.precisions)
+        per_layer = [0.0] * len(self.entries)
+        accounted = skippable_full = skippable_executed = 0.0
+        for k, entry in enumerate(self.entries):
+            executed, accounted_scale = self._scale(entry)
             fwd = entry.macs * n
             layer = entry.layer
             if isinstance(layer, (PSGConv2D, PSGDense)):
@@ -175,12 +245,41 @@ class ComputeMeter(keras.callbacks.Callback):
                 parts = {"fp32": 3.0 * fwd}
             if entry.scale_source is not None:
                 total = sum(parts.values())
-                self.skippable_full += total
-                self.skippable_executed += executed * total
+                skippable_full += total
+                skippable_executed += executed * total
             for precision, macs in parts.items():
-                self.by_precision[precision] += executed * macs
-                self.per_layer[entry.name] += executed * macs
-                self.accounted += accounted * macs
+                by_precision[index[precision]] += executed * macs
+                per_layer[k] += executed * macs
+                accounted += accounted_scale * macs
+        state = self._state
+        state.scalars.assign_add(tf.constant(
+            [1.0, accounted, skippable_full, skippable_executed], tf.float64))
+        state.by_precision.assign_add(tf.constant(by_precision, tf.float64))
+        state.per_layer.assign_add(tf.constant(per_layer, tf.float64))
+
+    def _scalar(self, name):
+        return float(self._state.scalars.numpy()[_SCALARS.index(name)])
+
+    @property
+    def steps(self):
+        return 0 if self._state is None else int(round(self._scalar("steps")))
+
+    @property
+    def by_precision(self):
+        if self._state is None:
+            return {}
+        values = self._state.by_precision.numpy()
+        return {p: float(v) for p, v in zip(self.precisions, values)}
+
+    @property
+    def per_layer(self):
+        if self._state is None:
+            return {}
+        values = self._state.per_layer.numpy()
+        out = collections.Counter()
+        for entry, value in zip(self.entries, values):
+            out[entry.name] += float(value)
+        return out
 
     def _nominal_steps(self):
         """Nominal batches behind the steps run.
@@ -189,33 +288,40 @@ class ComputeMeter(keras.callbacks.Callback):
         have seen more batches than the steps consumed; the nominal count is scaled
         by steps / kept batches to remove that read-ahead.
         """
+        steps = self.steps
         if self.drop_counter is None:
-            return self.steps
-        nominal = int(self.drop_counter.nominal.numpy()) - self._nominal_start
-        kept = int(self.drop_counter.kept.numpy()) - self._kept_start
-        if kept > self.steps > 0:
-            nominal = int(round(nominal * self.steps / float(kept)))
-        return max(nominal, self.steps)
+            return steps
+        nominal_start, kept_start = (int(v) for v in self._state.starts.numpy())
+        nominal = int(self.drop_counter.nominal.numpy()) - nominal_start
+        kept = int(self.drop_counter.kept.numpy()) - kept_start
+        if kept > steps > 0:
+            nominal = int(round(nominal * steps / float(kept)))
+        return max(nominal, steps)
 
     def result(self):
-        executed = float(sum(self.by_precision.values()))
+        if self._state is None:
+            raise RuntimeError("ComputeMeter has no totals before `fit` starts.")
+        by_precision = self.by_precision
+        executed = float(sum(by_precision.values()))
         nominal = self._nominal_steps()
         standard = float(self.standard_step_macs) * nominal
-        energy = sum(mac_energy_pj(p) * m for p, m in self.by_precision.items())
+        skippable_full = self._scalar("skippable_full")
+        energy = sum(mac_energy_pj(p) * m for p, m in by_precision.items())
         standard_energy = mac_energy_pj("fp32") * standard
         return {
             "steps": self.steps, "nominal_steps": nominal,
-            "executed_macs": executed, "accounted_macs": float(self.accounted),
+            "executed_macs": executed, "accounted_macs": self._scalar("accounted"),
             "standard_macs": standard,
             "compute_saving": 1.0 - executed / standard if standard else 0.0,
             "energy_pj": float(energy), "standard_energy_pj": float(standard_energy),
             "energy_saving": 1.0 - energy / standard_energy if standard_energy else 0.0,
-            "macs_by_precision": {k: float(v) for k, v in self.by_precision.items()},
-            "skip_ratio": (1.0 - self.skippable_executed / self.skippable_full
-                           if self.skippable_full else 0.0),
+            "macs_by_precision": by_precision,
+            "skip_ratio": (1.0 - self._scalar("skippable_executed") / skippable_full
+                           if skippable_full else 0.0),
         }
 
     def on_epoch_end(self, epoch, logs=None):
+        self._state.last_epoch.assign(epoch)
         snapshot = self.result()
         self.history.append(snapshot)
         if logs is not None:

@@ -51,21 +51,47 @@ from keras_efficient.utils.validation import check_float, check_int, invalid_arg
 
 __all__ = ["DropCounter", "drop_minibatches", "smd_steps_per_epoch"]
 
-class DropCounter:
+class DropCounter(tf.Module):
     """Bookkeeping of nominal vs performed (kept) mini-batches, in two int64 variables.
 
     The counts are updated as the pipeline produces batches, so they may run a
     prefetch buffer ahead of the training step within an epoch; after an epoch
     they are exact.
 
+    Resuming: with `drop_minibatches(..., position=...)` the counts are a
+    function of the position. Every iteration over the stream first sets them
+    to the counts of the stateless sequence up to the `position` consumed kept
+    batches (`kept = position`, `nominal` = the draws up to and including the
+    last consumed kept batch), then counts on. A run resumed by
+    `keras.callbacks.BackupAndRestore` therefore ends with the counts of the
+    uninterrupted run, with nothing saved but the optimizer's step counter.
+    Without `position` the counts are those of this object; to have a
+    checkpoint carry them, call `track(model)` (then `BackupAndRestore`,
+    `tf.train.Checkpoint(model=...)` and `save_weights` in the TensorFlow
+    format save and restore them), though the plain stream itself restarts at
+    pass 0 in a rebuilt pipeline (see the module docstring).
+
     Attributes:
       nominal: batches the input produced (what standard training would step on).
       kept: batches passed on to the step.
     """
 
+    _CHECKPOINT_NAME = "keras_efficient_drop_counter"
+
     def __init__(self):
+        super().__init__(name="drop_counter")
         self.nominal = tf.Variable(0, dtype=tf.int64, trainable=False, name="smd_nominal")
         self.kept = tf.Variable(0, dtype=tf.int64, trainable=False, name="smd_kept")
+
+    def track(self, model):
+        """Makes `model`'s checkpoints carry the counts (dependency `keras_efficient_drop_counter`).
+
+        `model.weights` and H5 / `.keras` files are unchanged. Returns `model`.
+        """
+        if not hasattr(model, "_track_trackable"):
+            raise invalid_argument("model", "a keras.Model", model, TypeError)
+        model._track_trackable(self, name=self._CHECKPOINT_NAME, overwrite=True)
+        return model
 
     @property
     def dropped(self):
@@ -118,9 +144,9 @@ def drop_minibatches(dataset, rate=0.5, seed=None, counter=None, position=None):
       rate: drop probability in [0, 1) (the paper uses 0.5).
       seed: an integer seed >= 0 for reproducible drops, or None (a random seed;
         pass a seed when resuming, or the rebuilt pipeline draws other batches).
-      counter: an optional `DropCounter` updated with nominal and kept batches
-        (after a resume it counts from the resumed position: its totals are not
-        restored by a checkpoint).
+      counter: an optional `DropCounter` updated with nominal and kept batches.
+        With `position`, every iteration first sets it to the counts up to
+        `position`, so its totals are exact after a resume.
       position: optional integer scalar `tf.Variable`: the number of kept
         batches already consumed.
 
@@ -177,10 +203,19 @@ def drop_minibatches(dataset, rate=0.5, seed=None, counter=None, position=None):
 
         def from_position(_):
             consumed = tf.cast(tf.convert_to_tensor(position), tf.int64)
-            # (e, i) of the first kept batch not yet consumed, from the draws alone.
-            start = (tf.data.Dataset.range(endless).map(lambda j: (j // n, j % n))
-                     .filter(kept).skip(consumed).take(1))
-            return start.flat_map(passes_from)
+            # Index (over all passes) just after the last consumed kept batch, from the
+            # draws alone; the stream goes on from there and filters as usual.
+            last = (tf.data.Dataset.range(endless)
+                    .filter(lambda j: kept(j // n, j % n))
+                    .skip(tf.maximum(consumed - 1, 0)).take(1))
+            start = last.map(lambda j: tf.where(consumed > 0, j + 1, tf.constant(0, tf.int64)))
+            if counter is not None:
+                def resync(j):
+                    with tf.control_dependencies([counter.nominal.assign(j),
+                                                  counter.kept.assign(consumed)]):
+                        return tf.identity(j)
+                start = start.map(resync)
+            return start.flat_map(lambda j: passes_from(j // n, j % n))
 
         stream = tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).flat_map(from_position)
         return stream.filter(keep).map(lambda e, i, batch: batch)

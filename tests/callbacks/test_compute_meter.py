@@ -117,3 +117,26 @@ def test_bad_arguments():
         ComputeMeter(batch_size=0)
     with pytest.raises(TypeError, match="drop_counter"):
         ComputeMeter(batch_size=2, drop_counter=3)
+
+
+def test_totals_are_checkpointed_and_continue_or_restart_with_the_epochs(tmp_path):
+    x, y = _xy()
+    per_step = 8 * 3 * (4 * 4 * 3 * 3 * 2 * 3 + 48 * 4)
+    model = _conv_model()
+    meter = ComputeMeter(batch_size=8)
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, callbacks=[meter])
+    assert meter.result()["executed_macs"] == pytest.approx(8 * per_step)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    # A fresh model and meter restored from the checkpoint continue at epoch 2.
+    fresh = _conv_model()
+    tf.train.Checkpoint(model=fresh).restore(path)
+    again = ComputeMeter(batch_size=8)
+    fresh.fit(x, y, batch_size=8, epochs=3, initial_epoch=2, verbose=0, callbacks=[again])
+    assert again.result()["steps"] == 12
+    assert again.result()["executed_macs"] == pytest.approx(12 * per_step)
+    assert len(fresh.weights) == len(model.weights)  # not a weight of the model
+    # A fit that starts over (epoch 0) starts new totals.
+    fresh.fit(x, y, batch_size=8, epochs=1, verbose=0, callbacks=[again])
+    assert again.result()["steps"] == 4
+    with pytest.raises(RuntimeError, match="before"):
+        ComputeMeter(batch_size=8).result()

@@ -135,3 +135,53 @@ def test_bad_position():
     unknown = tf.data.Dataset.range(6).filter(lambda i: i < 4)
     with pytest.raises(ValueError, match="cardinality"):
         drop_minibatches(unknown, 0.5, position=tf.Variable(0, dtype=tf.int64))
+
+
+def _draws(seed, rate, num_batches, count):
+    """Independent loop over the documented draws u(e, i) >= rate: the kept flags in order."""
+    flags = []
+    for j in range(count):
+        e, i = divmod(j, num_batches)
+        u = float(tf.random.stateless_uniform([], seed=tf.constant([seed, e * 2 ** 32 + i],
+                                                                   tf.int64)))
+        flags.append(u >= rate)
+    return flags
+
+
+def test_position_stream_sets_the_counter_to_the_counts_up_to_the_position():
+    flags = _draws(7, 0.5, 10, 60)
+    kept_at = [j for j, flag in enumerate(flags) if flag]
+    position = tf.Variable(0, dtype=tf.int64)
+    counter = DropCounter()
+    stream = drop_minibatches(tf.data.Dataset.range(10), 0.5, seed=7, counter=counter,
+                              position=position)
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False  # no read-ahead in this test
+    stream = stream.with_options(options)
+    for start in (0, 1, 7, 13):
+        counter.reset()
+        position.assign(start)
+        got = _indices(stream.take(3))
+        assert got == [j % 10 for j in kept_at[start:start + 3]]
+        # As if the stream had run from position 0: every draw through the last kept batch.
+        assert int(counter.kept.numpy()) == start + 3
+        assert int(counter.nominal.numpy()) == kept_at[start + 2] + 1
+
+
+def test_drop_counter_tracked_by_the_model_is_in_its_checkpoint(tmp_path):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    counter = DropCounter()
+    assert counter.track(model) is model
+    counter.nominal.assign(11)
+    counter.kept.assign(5)
+    path = tf.train.Checkpoint(model=model).save(str(tmp_path / "ckpt"))
+    fresh = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    restored = DropCounter()
+    restored.track(fresh)
+    tf.train.Checkpoint(model=fresh).restore(path).assert_existing_objects_matched()
+    assert restored.result()["nominal_steps"] == 11 and restored.result()["performed_steps"] == 5
+    assert len(fresh.weights) == 2  # not a weight of the model
+    with pytest.raises(TypeError, match="model"):
+        counter.track(object())

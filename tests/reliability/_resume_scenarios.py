@@ -153,6 +153,171 @@ def _fit_swa_first(model, backup, callbacks, crash, smd):
     return epochs.seen
 
 
+# ---------------------------------------------------------------- general scenarios
+
+
+def _resume(workdir, build, fit, summary):
+    """Uninterrupted vs crashed + rebuilt + resumed, for any `build()` / `fit(...)`.
+
+    `fit(model, backup_dir, crash)` returns (epochs seen, callbacks); `summary(model,
+    callbacks)` returns a dict of what must match (compared by the test).
+    """
+    reference = build()
+    _, ref_callbacks = fit(reference, None, False)
+    want = [w.numpy() for w in reference.weights]
+    backup = os.path.join(workdir, "backup")
+    shutil.rmtree(backup, ignore_errors=True)
+    try:
+        fit(build(), backup, True)
+        crashed = False
+    except _Crash:
+        crashed = True
+    resumed = build()
+    seen, callbacks = fit(resumed, backup, False)
+    got = [w.numpy() for w in resumed.weights]
+    assert len(want) == len(got)
+    return {
+        "crashed": crashed,
+        "resumed_epochs": seen,
+        "max_abs_diff": float(max(np.max(np.abs(a - b)) for a, b in zip(want, got))),
+        "iterations": int(resumed.optimizer.iterations.numpy()),
+        "reference_iterations": int(reference.optimizer.iterations.numpy()),
+        "summary": summary(resumed, callbacks),
+        "reference_summary": summary(reference, ref_callbacks),
+    }
+
+
+def _callbacks(backup_dir, crash, extra):
+    epochs = _Epochs()
+    callbacks = list(extra) + [epochs]
+    if backup_dir is not None:
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir))
+    if crash:
+        callbacks.append(_CrashIn())
+    return callbacks, epochs
+
+
+def _image_data(n=64, size=8, classes=3):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, size, size, 3)).astype(np.float32)
+    y = (x[:, :, :, 0].mean(axis=(1, 2)) > 0).astype(np.int64) + (x[:, 0, 0, 1] > 1)
+    return x, np.minimum(y, classes - 1).astype(np.int64)
+
+
+def _gated_model():
+    """Gated ResNet-14 (SLU) converted to PSG, SGD with momentum."""
+    from keras_efficient.models import gated_resnet
+    from keras_efficient.training import convert_to_psg
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    model = gated_resnet(depth=14, num_classes=3, input_shape=(8, 8, 3), base_filters=4,
+                         gate_bias=0.2, flops_weight=0.05)
+    model = convert_to_psg(model, include=lambda layer: layer.name != "logits")
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _gated_fit(model, backup_dir, crash):
+    """SMD (position-keyed) + SWA (with BatchNorm re-estimation) + DropCounter + ComputeMeter."""
+    from keras_efficient.callbacks import ComputeMeter
+    from keras_efficient.data.minibatch_dropping import DropCounter
+
+    x, y = _image_data()
+    base = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    counter = DropCounter()
+    train = drop_minibatches(base, 0.5, seed=4, counter=counter,
+                             position=model.optimizer.iterations)
+    extra = [StochasticWeightAveraging(start_epoch=1, data=base),
+             ComputeMeter(batch_size=8, drop_counter=counter)]
+    callbacks, epochs = _callbacks(backup_dir, crash, extra)
+    model.fit(train, epochs=EPOCHS, steps_per_epoch=smd_steps_per_epoch(8, 0.5), verbose=0,
+              callbacks=callbacks)
+    return epochs.seen, extra + [counter]
+
+
+def _gated_summary(model, callbacks):
+    swa, meter, counter = callbacks
+    totals = meter.totals
+    return {"snapshots": swa.num_snapshots,
+            "counter": counter.result(),
+            "meter": {k: totals[k] for k in ("steps", "nominal_steps", "executed_macs",
+                                             "accounted_macs", "energy_pj", "skip_ratio")},
+            "meter_by_precision": totals["macs_by_precision"],
+            "open_fraction": [float(layer.open_fraction.numpy()) for layer in model.layers
+                              if hasattr(layer, "open_fraction")]}
+
+
+def _no_read_ahead(dataset):
+    """Without tf.data's injected prefetch the counter counts exactly the consumed batches."""
+    options = tf.data.Options()
+    options.experimental_optimization.inject_prefetch = False
+    options.experimental_optimization.apply_default_optimizations = False
+    options.autotune.enabled = False
+    return dataset.with_options(options)
+
+
+def _meter_fit(model, backup_dir, crash):
+    """The ADL model on a position-keyed SMD stream with a DropCounter and a ComputeMeter."""
+    from keras_efficient.callbacks import ComputeMeter
+    from keras_efficient.data.minibatch_dropping import DropCounter
+
+    x, y = _data()
+    base = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    counter = DropCounter()
+    train = _no_read_ahead(drop_minibatches(base, 0.5, seed=4, counter=counter,
+                                            position=model.optimizer.iterations))
+    meter = ComputeMeter(batch_size=8, drop_counter=counter)
+    callbacks, epochs = _callbacks(backup_dir, crash, [meter])
+    model.fit(train, epochs=EPOCHS, steps_per_epoch=smd_steps_per_epoch(8, 0.5), verbose=0,
+              callbacks=callbacks)
+    return epochs.seen, [meter, counter]
+
+
+def _meter_summary(model, callbacks):
+    meter, counter = callbacks
+    totals = meter.totals
+    return {"counter": counter.result(),
+            "meter": {k: totals[k] for k in ("steps", "nominal_steps", "executed_macs",
+                                             "standard_macs", "energy_pj")},
+            "per_layer": dict(meter.per_layer),
+            "history_epochs": len(meter.history)}
+
+
+class _KillIn(_CrashIn):
+    """Kills its own process with SIGKILL in the middle of epoch `CRASH_EPOCH`: no cleanup at all."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.epoch == CRASH_EPOCH and batch >= CRASH_BATCH:
+            import signal
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _killed_run(workdir, mode):
+    """One process of the SIGKILL scenario: `reference`, `killed` (dies) or `restarted`.
+
+    The ADL model on a position-keyed SMD stream with SWA; the final weights and
+    bookkeeping go to WORKDIR/MODE.npz / the RESULT line.
+    """
+    model = _model()
+    x, y = _data()
+    base = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    train = drop_minibatches(base, 0.5, seed=4, position=model.optimizer.iterations)
+    epochs = _Epochs()
+    swa = StochasticWeightAveraging(start_epoch=1, reestimate_bn=False)
+    callbacks = [swa, epochs]
+    if mode != "reference":
+        callbacks.insert(0, keras.callbacks.BackupAndRestore(os.path.join(workdir, "backup")))
+    if mode == "killed":
+        callbacks.append(_KillIn())
+    model.fit(train, epochs=EPOCHS, steps_per_epoch=smd_steps_per_epoch(8, 0.5), verbose=0,
+              callbacks=callbacks)
+    np.savez(os.path.join(workdir, mode + ".npz"), *[w.numpy() for w in model.weights])
+    return {"epochs": epochs.seen, "iterations": int(model.optimizer.iterations.numpy()),
+            "step": int(model.get_layer("adl").step), "snapshots": swa.num_snapshots}
+
+
 def main(scenario, workdir):
     tf.config.experimental.enable_op_determinism()
     out = {}
@@ -168,6 +333,12 @@ def main(scenario, workdir):
     elif scenario == "smd":
         out["smd"] = _compare(workdir, _model, smd="position")
         out["smd_repeat_control"] = _compare(workdir, _model, smd="repeat")
+    elif scenario.startswith("killed:"):
+        out = _killed_run(workdir, scenario.split(":", 1)[1])
+    elif scenario == "meter":
+        out["meter"] = _resume(workdir, _model, _meter_fit, _meter_summary)
+    elif scenario == "gated":
+        out["gated"] = _resume(workdir, _gated_model, _gated_fit, _gated_summary)
     else:
         raise SystemExit("unknown scenario {!r}".format(scenario))
     print("RESULT " + json.dumps(out))

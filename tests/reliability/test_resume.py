@@ -1,11 +1,12 @@
-"""Training interrupted by an exception and resumed by a rebuilt model equals uninterrupted training.
+"""Training interrupted and resumed by a rebuilt model equals uninterrupted training.
 
 Each scenario runs in a subprocess (`_resume_scenarios.py`) because op
 determinism, which makes the comparison exact on CPU, cannot be switched off
-again in a process. The model is Dense -> AdaptiveDropout(seed=3) -> Dense with
-SGD + momentum; the run raises after batch 3 of epoch 2 (0-based) and is
-resumed with `keras.callbacks.BackupAndRestore` from the end of epoch 1 by a
-model, pipeline and callbacks built anew.
+again in a process. The base model is Dense -> AdaptiveDropout(seed=3) -> Dense
+with SGD + momentum; others: a gated ResNet-14 (SLU) converted to PSG on an SMD
+stream with SWA, `DropCounter` and `ComputeMeter`. The run raises after batch 3
+of epoch 2 (0-based) and is resumed with `keras.callbacks.BackupAndRestore` from
+the end of epoch 1 by a model, pipeline and callbacks built anew.
 """
 
 import json
@@ -68,3 +69,82 @@ def test_smd_resume_equals_uninterrupted(tmp_path):
     control = out["smd_repeat_control"]
     _check_resumed(control, steps_per_epoch=4)
     assert control["max_abs_diff"] > 1e-4, control
+
+
+def _check_general(report, steps_per_epoch):
+    assert report["crashed"], report
+    assert report["resumed_epochs"] == [2, 3], report
+    assert report["iterations"] == report["reference_iterations"] == 4 * steps_per_epoch, report
+    assert report["max_abs_diff"] <= _TOLERANCE, report
+
+
+@pytest.mark.slow
+def test_drop_counter_and_compute_meter_totals_resume(tmp_path):
+    report = _run("meter", tmp_path)["meter"]
+    _check_general(report, steps_per_epoch=4)
+    got, want = report["summary"], report["reference_summary"]
+    # Totals of the whole run, not of the resumed epochs only.
+    # The counter runs ahead of the step by Keras's prefetch buffer (same in both runs here).
+    for counts in (got["counter"], want["counter"]):
+        assert 16 <= counts["performed_steps"] <= 18, report
+    if got["counter"]["performed_steps"] == want["counter"]["performed_steps"]:
+        assert got["counter"] == want["counter"], report
+    assert got["meter"] == want["meter"], report
+    assert got["per_layer"] == want["per_layer"], report
+    assert got["history_epochs"] == 2 and want["history_epochs"] == 4, report  # per-fit list
+    meter = got["meter"]
+    assert meter["steps"] == 16, report
+    # Executed MACs in closed form: steps x batch x 3 (forward + 2 backward) x (8*16 + 16*1).
+    assert meter["executed_macs"] == 16 * 8 * 3 * (8 * 16 + 16 * 1), report
+    assert got["counter"]["nominal_steps"] > got["counter"]["performed_steps"], report
+
+
+@pytest.mark.slow
+def test_gated_resnet_smd_slu_psg_swa_resume_equals_uninterrupted(tmp_path):
+    report = _run("gated", tmp_path)["gated"]
+    _check_general(report, steps_per_epoch=4)
+    got, want = report["summary"], report["reference_summary"]
+    assert got["snapshots"] == want["snapshots"] == 3, report
+    assert got["meter"] == want["meter"], report
+    assert got["meter_by_precision"] == want["meter_by_precision"], report
+    assert got["open_fraction"] == want["open_fraction"], report
+    assert got["counter"]["performed_steps"] - 16 in (0, 1, 2), report
+    # PSG precisions were counted, and the gates skipped something.
+    assert set(got["meter_by_precision"]) >= {"int8x8", "int8x16", "fp32"}, report
+    assert 0.0 < got["meter"]["skip_ratio"] < 1.0, report
+
+
+def _process(mode, workdir, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, _SCRIPT, "killed:" + mode, str(workdir)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _result(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout[-3000:],
+                                            proc.stderr[-6000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_process_killed_with_sigkill_mid_epoch_restarts_equal(tmp_path):
+    """A training process dies by SIGKILL in epoch 2 (no exception, no cleanup); a new process
+    with BackupAndRestore resumes from the end of epoch 1 and ends equal to an uninterrupted one."""
+    import numpy as np
+
+    reference = _result(_process("reference", tmp_path))
+    killed = _process("killed", tmp_path)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])
+    assert not any(line.startswith("RESULT ") for line in killed.stdout.splitlines())
+    assert os.listdir(os.path.join(str(tmp_path), "backup")), "no backup was written"
+    restarted = _result(_process("restarted", tmp_path))
+    assert restarted["epochs"] == [2, 3], restarted
+    assert restarted["iterations"] == reference["iterations"] == 16, (reference, restarted)
+    assert restarted["step"] == reference["step"] == 16, (reference, restarted)
+    assert restarted["snapshots"] == reference["snapshots"] == 3, (reference, restarted)
+    want = np.load(os.path.join(str(tmp_path), "reference.npz"))
+    got = np.load(os.path.join(str(tmp_path), "restarted.npz"))
+    assert len(want.files) == len(got.files)
+    diff = max(float(np.max(np.abs(want[k] - got[k]))) for k in want.files)
+    assert diff <= _TOLERANCE, diff
