@@ -34,7 +34,8 @@ distribution (m_i^2 / c^2 is d F(d, nu)). For fixed nu the optimal c^2 is the
 fixed point of the EM update c^2 <- mean_i w_i m_i^2 / d,
 w_i = (nu + d) / (nu + m_i^2 / c^2) (each step increases the likelihood); nu is
 found on the profile likelihood, on a grid of ln(nu - 2) refined by golden-section
-search. nu -> infinity is the Gaussian fit, so the Student-t fit is never worse
+search (the fixed point itself is found by bisection: the EM iteration converges
+slowly when the tails are heavy). nu -> infinity is the Gaussian fit, so the Student-t fit is never worse
 in validation likelihood, at one more parameter.
 """
 
@@ -115,16 +116,22 @@ def covariance_scale_mle(y_true, mean, covariance, per_output=False, max_iterati
     return 1.0 / t
 
 
-def _t_profile(m2, d, df, tolerance=1e-12, max_iterations=10000):
-    """(c^2, mean log-likelihood without the ln |Sigma| terms) of the best scale at `df`."""
-    c2 = float(np.mean(m2)) / d
-    for _ in range(max_iterations):
-        w = (df + d) / (df + m2 / c2)
-        new = float(np.mean(w * m2)) / d
-        done = abs(new - c2) <= tolerance * c2
-        c2 = new
-        if done:
-            break
+def _t_profile(m2, d, df, iterations=100):
+    """(c^2, mean log-likelihood without the ln |Sigma| terms) of the best scale at `df`.
+
+    The best c^2 solves (nu + d) mean_i m_i^2 / (nu c^2 + m_i^2) = d (the EM fixed
+    point), whose left side falls monotonically from nu + d to 0 in u = ln c^2:
+    bisection on u from a bracket that holds the root.
+    """
+    lo = math.log(float(np.min(m2))) - math.log(df) - 20.0
+    hi = math.log(float(np.max(m2))) + 20.0
+    for _ in range(iterations):
+        u = 0.5 * (lo + hi)
+        if (df + d) * float(np.mean(m2 / (df * math.exp(u) + m2))) > d:
+            lo = u
+        else:
+            hi = u
+    c2 = math.exp(0.5 * (lo + hi))
     ll = (math.lgamma(0.5 * (df + d)) - math.lgamma(0.5 * df) - 0.5 * d * math.log(df * math.pi)
           - 0.5 * d * math.log(c2) - 0.5 * (df + d) * float(np.mean(np.log1p(m2 / (df * c2)))))
     return c2, ll

@@ -211,7 +211,7 @@ def _reliability_figure(ctx, y, curves):
     import matplotlib.pyplot as plt
 
     panels = [("before recalibration", None)] + [
-        ("after recalibration ({})".format(f.replace("_", "-")), f) for f in FAMILIES]
+        ("recalibrated, {}".format(f.replace("_", "-")), f) for f in FAMILIES]
     fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 4.5))
     for ax, (title, family) in zip(axes, panels):
         for kind, (mean, cov, calibrated) in curves.items():
@@ -220,7 +220,7 @@ def _reliability_figure(ctx, y, curves):
         handles, labels = ax.get_legend_handles_labels()
         unique = dict(zip(labels, handles))  # the diagonal is drawn once per model
         ax.legend(unique.values(), unique.keys(), loc="upper left", fontsize="small")
-        ax.set_title("{} ({} test galaxies)".format(title, len(y)))
+        ax.set_title("{} ({} test)".format(title, len(y)))
     ctx.report.add_figure("reliability", fig, "Reliability of the joint (e1, e2) ellipses on the "
                           "test split, before and after recalibration (Gaussian and Student-t)")
 
