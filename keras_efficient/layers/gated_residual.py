@@ -84,6 +84,13 @@ def _merge(x, idx, y_open, x_open, factor_open):
     return tf.tensor_scatter_nd_update(x, idx[:, None], y_open), grad
 
 
+class _BudgetSlot:
+    """Holds the `SkipBudget` a block belongs to (a plain object: Keras does not track it)."""
+
+    def __init__(self):
+        self.budget = None
+
+
 @register_serializable
 class GatedResidualBlock(keras.layers.Layer):
     """Runs an identity-shaped residual block only for the samples whose gate is open.
@@ -92,11 +99,12 @@ class GatedResidualBlock(keras.layers.Layer):
     (g_k, state_k) = `RecurrentGate`(z_k, state_{k-1}). Hard decision forward with a
     straight-through gradient:
 
-        d_k = 1[g_k >= 0.5],   d̂_k = g_k + stop_gradient(d_k − g_k)   (value d_k)
+        d_k = 1[g_k >= sigmoid(θ)],   d̂_k = g_k + stop_gradient(d_k − g_k)   (value d_k)
         y = x + d̂_k · d_k · (F(x) − x)
 
-    so y = F(x) where the gate is open and y = x (identity) where it is closed. The
-    gate receives the task-loss gradient ⟨F(x) − x, ∂L/∂y⟩ through open samples only
+    (θ: the non-trainable weight `threshold`, a logit offset, 0 unless a
+    `SkipBudget` calibrates it), so y = F(x) where the gate is open and y = x
+    (identity) where it is closed. The gate receives the task-loss gradient ⟨F(x) − x, ∂L/∂y⟩ through open samples only
     (the skipped block's output is never computed, in either mode, so both modes
     agree), and the regulariser gradient through every sample. Eq. (1)'s
     regulariser, per block:
@@ -124,6 +132,16 @@ class GatedResidualBlock(keras.layers.Layer):
         and IPUs; saves nothing but accounting; in training BatchNormalization
         statistics include the closed samples).
 
+    Open phase and skip budget (SkipNet's recipe: train the network with every
+    gate open, then learn the gates): while the block's step counter `gate_step`
+    (a checkpointed non-trainable int64 weight that counts training-mode calls,
+    i.e. optimizer steps under `fit`) is below `open_steps`, every gate is forced
+    open (d = 1 in training and inference) and the gate receives no gradient (d̂
+    is the constant 1), so the network trains as a plain ResNet; from step
+    `open_steps` on, the gates decide and learn. A `SkipBudget`
+    (`keras_efficient.training.skip_budget`) adds its multiplier λ to α: the
+    block's loss is then (α + λ) · (FLOPs_k / FLOPs_total) · mean_batch(d̂_k).
+
     Gate sharing: the first gated block of a network owns the `RecurrentGate`
     (`gate=RecurrentGate(...)`); later blocks take `gate=None` and use the owner's
     gate and recurrent state, passed along the forward pass in a per-thread context.
@@ -136,6 +154,9 @@ class GatedResidualBlock(keras.layers.Layer):
       flops_weight: α of Eq. (1), >= 0.
       block_flops: FLOPs per sample of `block`; None counts them from the block's
         `conv1`/`bn1`/`conv2`/`bn2`/`shortcut` sublayers.
+      open_steps: number of training steps (counted by `gate_step`) during which
+        every gate is forced open and not trained; 0: the gates decide from the
+        first step.
 
     Call arguments:
       inputs: `[batch, height, width, channels]`.
@@ -150,7 +171,7 @@ class GatedResidualBlock(keras.layers.Layer):
     """
 
     def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
-                 block_flops=None, **kwargs):
+                 block_flops=None, open_steps=0, **kwargs):
         # `compile_gate` (XLA for the gate's small ops) was removed: it gave no gain in
         # interleaved A/B runs. Configs saved with it (always False by default) still load.
         if kwargs.pop("compile_gate", False):
@@ -171,6 +192,11 @@ class GatedResidualBlock(keras.layers.Layer):
         self.mode = check_choice("mode", mode, ("gather", "mask"))
         self.flops_weight = check_float("flops_weight", flops_weight, low=0.0)
         self.block_flops = check_int("block_flops", block_flops, low=0, allow_none=True)
+        self.open_steps = check_int("open_steps", open_steps, low=0)
+        # The SkipBudget whose multiplier this block adds to α (set by `skip_budget`).
+        # Held in a plain object: neither tracked nor walked by the saving code (the
+        # budget is a checkpoint dependency of the model, not of the block).
+        self.budget_slot = _BudgetSlot()
         self.projection = keras.layers.Dense(self.projection_dim, dtype="float32",
                                              name="gate_projection")
 
@@ -202,7 +228,20 @@ class GatedResidualBlock(keras.layers.Layer):
             name="open_fraction", shape=(), dtype="float32", initializer="ones", trainable=False,
             synchronization=tf.VariableSynchronization.ON_READ,
             aggregation=tf.VariableAggregation.MEAN)
+        self.threshold = self.add_weight(
+            name="threshold", shape=(), dtype=tf.float32, initializer="zeros", trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, experimental_autocast=False)
+        self.gate_step = self.add_weight(
+            name="gate_step", shape=(), dtype=tf.int64, initializer="zeros", trainable=False,
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA, experimental_autocast=False)
         super().build(input_shape)
+
+    def _multiplier(self):
+        """α + λ (λ of the attached `SkipBudget`, 0 without one); None when both are off."""
+        budget = self.budget_slot.budget
+        if budget is None:
+            return None if self.flops_weight == 0.0 else tf.constant(self.flops_weight)
+        return self.flops_weight + budget.multiplier_value()
 
     def _gate_and_state(self):
         if self.gate is not None:
@@ -224,20 +263,30 @@ class GatedResidualBlock(keras.layers.Layer):
         gate, state = self._gate_and_state()
         prob, new_state = gate(self.projection(pooled), states=state)
         _set_context(gate, new_state)
-        hard = tf.cast(prob >= 0.5, tf.float32)
+        hard = tf.cast(prob >= tf.sigmoid(self.threshold), tf.float32)
+        straight = prob + tf.stop_gradient(hard - prob)
+        active = None
+        if self.open_steps > 0:
+            # Open phase: every gate open, no gradient to the gate.
+            forced = self.gate_step.read_value() < self.open_steps
+            hard = tf.where(forced, tf.ones_like(hard), hard)
+            straight = tf.where(forced, tf.ones_like(straight), straight)
+            active = 1.0 - tf.cast(forced, tf.float32)
         if decisions is not None:
             hard = tf.reshape(tf.cast(decisions, tf.float32), tf.shape(prob))
-        straight = prob + tf.stop_gradient(hard - prob)
-        if self.flops_weight > 0.0:
+            straight = prob + tf.stop_gradient(hard - prob)
+        multiplier = self._multiplier()
+        if multiplier is not None:
             fraction = tf.cast(self.flops_fraction, tf.float32)
-            self.add_loss(self.flops_weight * fraction * tf.reduce_mean(straight))
+            term = multiplier * fraction * tf.reduce_mean(straight)
+            self.add_loss(term if active is None else active * term)
         rate = tf.reduce_mean(hard)
         if training:
             self.add_metric(rate, name=self.name + "_gate_rate", aggregation="mean")
-            update = self.open_fraction.assign(rate)
+            updates = [self.open_fraction.assign(rate), self.gate_step.assign_add(1)]
         else:
-            update = tf.no_op()
-        with tf.control_dependencies([update]):
+            updates = []
+        with tf.control_dependencies(updates):
             if self.mode == "mask":
                 factor = tf.cast(straight * hard, x.dtype)
                 y = tf.cast(self.block(x, training=training), x.dtype)
@@ -269,5 +318,6 @@ class GatedResidualBlock(keras.layers.Layer):
             "mode": self.mode,
             "flops_weight": self.flops_weight,
             "block_flops": self.block_flops,
+            "open_steps": self.open_steps,
         })
         return config

@@ -38,7 +38,7 @@ def set_gate_flops_fractions(model):
 
 def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters=16,
                  mode="gather", flops_weight=0.1, hidden_units=10, projection_dim=10,
-                 gate_bias=2.0, weight_decay=0.0, name=None):
+                 gate_bias=2.0, weight_decay=0.0, open_steps=0, name=None):
     """`cifar_resnet` whose identity-shaped blocks are `GatedResidualBlock`s (SLU).
 
     The first gated block owns the shared `RecurrentGate`; the blocks that change
@@ -54,12 +54,17 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
       hidden_units: LSTM size of the shared gate.
       projection_dim: per-block projection size.
       gate_bias: initial bias of the gate output (positive: gates start open).
+      open_steps: training steps during which every gate is forced open and not
+        trained (SkipNet's recipe: train the ResNet first, then the gates; see
+        `GatedResidualBlock`). Combine with `keras_efficient.training.skip_budget`
+        to end at a target skip ratio.
 
     Returns:
       The functional `keras.Model`.
     """
     check_float("flops_weight", flops_weight, low=0.0)
     check_int("hidden_units", hidden_units, low=1)
+    check_int("open_steps", open_steps, low=0)
     state = {"owner": None}
 
     def wrap(block, index, is_identity):
@@ -70,7 +75,8 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
             gate = RecurrentGate(hidden_units, bias_initializer_value=gate_bias, name="skip_gate")
             state["owner"] = block.name
         return GatedResidualBlock(block, gate=gate, projection_dim=projection_dim, mode=mode,
-                                  flops_weight=flops_weight, name="gated_" + block.name)
+                                  flops_weight=flops_weight, open_steps=open_steps,
+                                  name="gated_" + block.name)
 
     model = cifar_resnet(depth=depth, num_classes=num_classes, input_shape=input_shape,
                          base_filters=base_filters, block_wrapper=wrap, weight_decay=weight_decay,

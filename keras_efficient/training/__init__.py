@@ -1,4 +1,4 @@
-"""Energy-efficient training (E²-Train): predictive sign gradients and compute accounting."""
+"""Energy-efficient training (E²-Train): predictive sign gradients, compute accounting, skip budget."""
 
 from keras_efficient.training.energy import HOROWITZ_45NM_PJ, mac_energy_pj
 from keras_efficient.training.flops import (
@@ -17,6 +17,7 @@ from keras_efficient.training.psg import (
 )
 from keras_efficient.training.psg_convert import PSGResidualBlock, convert_to_psg, psg_layers_of
 from keras_efficient.training.psg_layers import PSGConv2D, PSGDense
+from keras_efficient.training.skip_budget import SkipBudget, get_skip_budget, skip_budget
 
 __all__ = [
     "DEFAULT_PSG_CONFIG",
@@ -29,11 +30,14 @@ __all__ = [
     "PSGConv2D",
     "PSGDense",
     "PSGResidualBlock",
+    "SkipBudget",
     "convert_to_psg",
     "fixed_point_quantize",
+    "get_skip_budget",
     "psg_conv2d_weight_gradient",
     "psg_layers_of",
     "psg_sign_select",
     "psg_weight_gradient",
+    "skip_budget",
     "validate_psg_config",
 ]

@@ -331,7 +331,7 @@ def test_layer_contract(mode):
                    dict(block=_config_without_dtype(ResidualBlock(4)),
                         gate=_config_without_dtype(RecurrentGate()), mode=mode, flops_weight=0.1),
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
-                   expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=6,
+                   expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=8,
                    expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True,
                    # The block's BatchNorm uses per-replica batch statistics in training:
                    # MirroredStrategy is compared in inference mode.
