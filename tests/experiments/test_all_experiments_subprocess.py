@@ -32,8 +32,9 @@ TINY = {
     # SMD and SLU+SMD are left out: E2-Train runs SMD + SLU (+ PSG) already. Eight batches
     # per epoch: with two, SMD can drop the whole first pass and tf.data's repeat() then
     # ends the stream at once (Keras: "Empty logs").
+    # One seed (quick runs three).
     "e2-train": ["epochs=1", "depth=8", "base_filters=2", "batch_size=8", "train_size=64",
-                 "test_size=16", "variants=SMB,SD,SLU,E2-Train"],
+                 "test_size=16", "variants=SMB,SD,SLU,E2-Train", "seeds=1"],
     "adaptive-dropout": ["epochs=1", "train_size=32", "test_size=16", "num_blocks=1",
                          "model_dim=16", "subsampling_filters=4", "baselines=none"],
     "ipu-gpu": ["num_galaxies=8", "image_size=16", "batch_sizes=4", "bnn_batch_sizes=4",
