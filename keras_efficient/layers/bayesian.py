@@ -456,7 +456,9 @@ class ReparameterizationDense(_DenseBase, tfp.layers.DenseReparameterization):
     shared by every example of the batch (Kingma & Welling, 2014; Blundell et al.,
     2015: the estimator of the paper); one matmul. Prior, posterior, KL term of
     Eq. 2 and arguments as for `FlipoutDense`, except `seed`, which seeds the
-    weight noise.
+    weight noise: the same draws for the same seed, and under a `tf.distribute`
+    strategy with several replicas each replica folds its id into the seed, so
+    the replicas draw independent weights (`_replica_seed`).
 
     Call arguments:
       inputs: float tensor [batch, ..., in_features].
