@@ -318,6 +318,110 @@ def _killed_run(workdir, mode):
             "step": int(model.get_layer("adl").step), "snapshots": swa.num_snapshots}
 
 
+def _conformer_model(dropout_rate=0.0):
+    """Frames -> adaptive ConformerBlock (five ADL sites) -> pooled logits, with a parameter budget."""
+    from keras_efficient.layers import ConformerBlock
+    from keras_efficient.pruning import parameter_budget
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((6, 8))
+    h = ConformerBlock(8, 2, 16, 3, dropout_rate=dropout_rate, adaptive=True,
+                       schedule=RetentionTargetSchedule(1.0, -1.0, 10), alpha=1e-3, gamma=1e-2,
+                       seed=5, name="conformer")(inp)
+    h = keras.layers.GlobalAveragePooling1D()(h)
+    model = keras.Model(inp, keras.layers.Dense(3, name="logits")(h))
+    parameter_budget(model, 0.6, settle_step=6)
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def _conformer_fit(model, backup_dir, crash):
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(64, 6, 8)).astype(np.float32)
+    y = np.argmax(x.mean(axis=1)[:, :3], axis=-1).astype(np.int64)
+    callbacks, epochs = _callbacks(backup_dir, crash, [])
+    model.fit(x, y, batch_size=16, epochs=EPOCHS, shuffle=False, verbose=0, callbacks=callbacks)
+    return epochs.seen, []
+
+
+def _conformer_summary(model, callbacks):
+    from keras_efficient.pruning import count_parameters
+    from keras_efficient.pruning.budget import get_parameter_budget
+
+    budget = get_parameter_budget(model)
+    steps = [int(layer.step) for layer in model.get_layer("conformer").submodules
+             if hasattr(layer, "step") and hasattr(layer, "seed")]
+    return {"budget": [np.asarray(v.numpy()).tolist() for v in budget.variables],
+            "ratio": count_parameters(model)["ratio"], "adl_steps": steps}
+
+
+class _KLTrace(keras.callbacks.Callback):
+    """The model's added losses (the KL terms) and the KL warm-up weights at epoch boundaries."""
+
+    def __init__(self):
+        super().__init__()
+        self.begin, self.end, self.warmup = {}, {}, {}
+
+    def _kl(self):
+        return float(tf.add_n(self.model.losses).numpy())
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.begin[epoch] = self._kl()
+        self.warmup[epoch] = [float(w.numpy()) for w in self.model.weights
+                              if "kl_warmup" in w.name]
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.end[epoch] = self._kl()
+
+
+def _flipout_model():
+    from keras_efficient.layers import FlipoutDense
+
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8,))
+    h = FlipoutDense(16, activation="relu", num_train_examples=64, seed=3, name="f1")(inp)
+    model = keras.Model(inp, FlipoutDense(1, num_train_examples=64, seed=4, name="f2")(h))
+    model.compile(keras.optimizers.SGD(0.02, momentum=0.9), "mse")
+    return model
+
+
+_TRACES = []  # every run's _KLTrace, the crashed run's included
+
+
+def _flipout_fit(model, backup_dir, crash):
+    from keras_efficient.callbacks import KLWarmup
+
+    x, y = _data()
+    trace = _KLTrace()
+    _TRACES.append(trace)
+    callbacks, epochs = _callbacks(backup_dir, crash, [KLWarmup(epochs=3, initial_weight=0.1),
+                                                       trace])
+    history = model.fit(x, y, batch_size=8, epochs=EPOCHS, shuffle=False, verbose=0,
+                        callbacks=callbacks)
+    trace.loss = history.history["loss"]
+    return epochs.seen, [trace]
+
+
+def _trace_dict(trace):
+    return {"kl_begin": trace.begin, "kl_end": trace.end, "warmup": trace.warmup,
+            "loss": getattr(trace, "loss", None)}
+
+
+def _flipout_summary(model, callbacks):
+    return _trace_dict(callbacks[0])
+
+
+def _flipout(workdir):
+    """`_resume` of the Flipout model, plus the crashed run's trace."""
+    del _TRACES[:]
+    report = _resume(workdir, _flipout_model, _flipout_fit, _flipout_summary)
+    report["crashed_summary"] = _trace_dict(_TRACES[1])
+    return report
+
+
 def main(scenario, workdir):
     tf.config.experimental.enable_op_determinism()
     out = {}
@@ -335,6 +439,12 @@ def main(scenario, workdir):
         out["smd_repeat_control"] = _compare(workdir, _model, smd="repeat")
     elif scenario.startswith("killed:"):
         out = _killed_run(workdir, scenario.split(":", 1)[1])
+    elif scenario == "conformer":
+        out["conformer"] = _resume(workdir, _conformer_model, _conformer_fit, _conformer_summary)
+        out["conformer_dropout"] = _resume(workdir, lambda: _conformer_model(0.1),
+                                           _conformer_fit, _conformer_summary)
+    elif scenario == "flipout":
+        out["flipout"] = _flipout(workdir)
     elif scenario == "meter":
         out["meter"] = _resume(workdir, _model, _meter_fit, _meter_summary)
     elif scenario == "gated":

@@ -148,3 +148,42 @@ def test_process_killed_with_sigkill_mid_epoch_restarts_equal(tmp_path):
     assert len(want.files) == len(got.files)
     diff = max(float(np.max(np.abs(want[k] - got[k]))) for k in want.files)
     assert diff <= _TOLERANCE, diff
+
+
+@pytest.mark.slow
+def test_adaptive_conformer_with_parameter_budget_resume_equals_uninterrupted(tmp_path):
+    out = _run("conformer", tmp_path)
+    report = out["conformer"]
+    _check_general(report, steps_per_epoch=4)
+    got, want = report["summary"], report["reference_summary"]
+    assert got == want, report  # budget multipliers and step, parameter ratio, ADL steps
+    assert got["adl_steps"] == [16] * 5, report
+    # Known gap, kept as a control: the block's ordinary Keras Dropout (dropout_rate > 0)
+    # draws from a generator whose state is not in the checkpoint, so that resume is not
+    # exact; nothing resets though (same steps, same budget state).
+    control = out["conformer_dropout"]
+    assert control["crashed"] and control["resumed_epochs"] == [2, 3], control
+    assert control["summary"]["adl_steps"] == [16] * 5, control
+    assert control["max_abs_diff"] < 0.5, control
+
+
+@pytest.mark.slow
+def test_flipout_bnn_resume_continues(tmp_path):
+    """Flipout draws from TensorFlow's stateful seed stream, whose position is not in the
+    checkpoint, so the resumed run is not exact; what is checked is that nothing restarts."""
+    import math
+
+    report = _run("flipout", tmp_path)["flipout"]
+    assert report["crashed"] and report["resumed_epochs"] == [2, 3], report
+    assert report["iterations"] == report["reference_iterations"] == 32, report
+    got, crashed = report["summary"], report["crashed_summary"]
+    # The KL term at the start of the resumed epoch 2 is the one the crashed run had at the
+    # start of its epoch 2 (restored posterior and warm-up weight), not the initial one.
+    assert got["kl_begin"]["2"] == crashed["kl_begin"]["2"], report
+    assert got["kl_begin"]["2"] > 2 * crashed["kl_begin"]["0"], report
+    # KL warm-up continues: weight 0.1 + 0.9 * epoch / 3 (closed form), not back to 0.1.
+    for epoch, weights in got["warmup"].items():
+        assert weights == pytest.approx([0.1 + 0.9 * min(1.0, int(epoch) / 3.0)] * 2), report
+    assert all(math.isfinite(v) for v in got["loss"]), report
+    # Close to the uninterrupted run (same data and state, other noise draws).
+    assert report["max_abs_diff"] < 0.05, report
