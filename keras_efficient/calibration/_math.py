@@ -1,11 +1,14 @@
 """NumPy (float64) helpers shared by the calibration functions: argument checks,
-Gaussian and chi-square distribution functions, Mahalanobis distances.
+Gaussian, chi-square, Student-t, F and Beta distribution functions, Mahalanobis
+distances.
 
 SciPy is not a dependency of the library (only of its tests), so the special
 functions come from TensorFlow / TensorFlow Probability, evaluated eagerly in
 float64: the normal CDF from `tf.math.erfc`, the chi-square quantile from
 `tfp.math.igammainv` (chi2_d.ppf(p) = 2 P^-1(d / 2, p), P the regularised lower
-incomplete gamma function), its CDF from `tf.math.igamma`.
+incomplete gamma function), its CDF from `tf.math.igamma`; the Student-t and F
+distribution functions from the regularised incomplete beta function
+`tf.math.betainc` (quantiles by bisection on it).
 """
 
 import math

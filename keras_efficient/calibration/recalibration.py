@@ -35,8 +35,9 @@ fixed point of the EM update c^2 <- mean_i w_i m_i^2 / d,
 w_i = (nu + d) / (nu + m_i^2 / c^2) (each step increases the likelihood); nu is
 found on the profile likelihood, on a grid of ln(nu - 2) refined by golden-section
 search (the fixed point itself is found by bisection: the EM iteration converges
-slowly when the tails are heavy). nu -> infinity is the Gaussian fit, so the Student-t fit is never worse
-in validation likelihood, at one more parameter.
+slowly when the tails are heavy). nu -> infinity is the Gaussian fit, so the
+Student-t fit is (up to the largest nu searched) never worse in validation
+likelihood, at one more parameter.
 """
 
 import math

@@ -111,7 +111,8 @@ def test_seeded_reparameterization_replica_draws_reproducible(mirrored_strategy)
     for layer in (b, other):
         layer.set_weights(a.get_weights())
     x = tf.ones((4, 8))
-    draws = [_per_replica(mirrored_strategy, lambda layer=layer: layer(x)) for layer in (a, b, other)]
+    draws = [_per_replica(mirrored_strategy, lambda layer=layer: layer(x))
+             for layer in (a, b, other)]
     for first, second in zip(draws[0], draws[1]):
         np.testing.assert_array_equal(first, second)
     assert not np.allclose(draws[0][0], draws[2][0])
