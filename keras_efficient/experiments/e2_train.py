@@ -20,16 +20,12 @@ under `--quick` (option `dataset`; "cifar10" / "cifar100" are downloaded on firs
   training, 4/10-bit predictors, β = 0.05, sign gradients; the stem and the
   classifier stay float32) with SWA over the last quarter of the epochs.
 
-Every variant runs for `seeds` seeds (seed, seed + 1, ...); the tables give mean ±
-sample standard deviation over the seeds. Computational saving = 1 − executed
-MACs / the SMB run's MACs (`ComputeMeter`, forward + backward, counted from the
-layer shapes; PSG's predictor and partial full-precision gradients count as MACs
-too). Energy figures are ESTIMATES from the Horowitz (ISSCC 2014, 45 nm)
-per-operation table, not measurements. Training time is measured on this machine's
-CPU (the training phase of each epoch, without validation), where int8 arithmetic
-is emulated in float32, so PSG costs time here; it is shown beside the counted
-saving. All runs use the same epoch-wise cosine learning rate (a function of the
-nominal epoch, so SMD keeps the protocol).
+Every variant runs for `seeds` seeds; tables give mean ± sample std over seeds.
+Computational saving = 1 − counted MACs (`ComputeMeter`, forward + backward; PSG's
+predictor and full gradients count too) / the same seed's SMB MACs. Energy: an
+ESTIMATE (Horowitz, ISSCC 2014, 45 nm table). Training time: measured on this CPU
+(training phase of each epoch), where PSG's int8 arithmetic is emulated in float32.
+The cosine learning rate is a function of the nominal epoch (SMD keeps the protocol).
 
 Options: `keras-efficient reproduce e2-train --help`.
 """
@@ -117,10 +113,7 @@ OPTIONS = {
                         help="evaluate on the first N test images only (unset: all)"),
 }
 
-_SETTINGS = ("depth", "base_filters", "epochs", "batch_size", "lr", "psg_lr", "drop_rate",
-             "flops_weight", "target_skip", "e2_target_skip", "open_epochs", "budget_rate",
-             "final_survival",
-             "beta", "dataset", "train_size", "test_size", "seeds")
+_SETTINGS = tuple(key for key in OPTIONS if key != "variants")
 
 #: Targets: (variant, key, condition, threshold). Savings must reach the threshold; the
 #: accuracy of the variant must stay within `threshold` (a fraction) of SMB's.
@@ -135,9 +128,6 @@ TARGETS = (
 #: Metrics averaged over seeds (per-seed savings are against the same seed's SMB run).
 METRICS = ("test_accuracy", "compute_saving", "energy_saving_estimate", "skip_ratio",
            "train_time_s", "time_saving", "steady_time_saving", "wall_time_s", "cpu_time_s")
-
-
-# ---------------------------------------------------------------------------- build
 
 
 def _variants(ctx):
@@ -211,9 +201,6 @@ def _attach_skip_budget(model, variant, s):
     if variant == "E2-Train":
         rate *= s["lr"] / s["psg_lr"]
     return skip_budget(model, target, multiplier_rate=rate)
-
-
-# ---------------------------------------------------------------------------- run
 
 
 class _TrainTimer(keras.callbacks.Callback):
@@ -322,9 +309,6 @@ def add_savings(results):
     return results
 
 
-# ---------------------------------------------------------------------------- aggregate
-
-
 def mean_std(values):
     """(mean, sample standard deviation with ddof=1; 0 for a single value)."""
     values = np.asarray(values, dtype=np.float64)
@@ -385,9 +369,6 @@ def _pct(entry, digits=1):
 
 def _secs(entry):
     return "{:.1f} ± {:.1f}".format(entry["mean"], entry["std"])
-
-
-# ---------------------------------------------------------------------------- report
 
 
 def _tables(report, summary, targets, n_seeds):
@@ -492,6 +473,24 @@ def load_data(dataset, train_size=None, test_size=None):
     return ((x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]))
 
 
+def run_seeds(ctx, variants, data, s):
+    """Every variant for seeds ctx.seed, ctx.seed + 1, ...; one {variant: result} per seed."""
+    runs = []
+    for k in range(s["seeds"]):
+        seed = ctx.seed + k
+        results = {}
+        for variant in variants:
+            label = "{} seed {} ({}/{})".format(variant, seed, k + 1, s["seeds"])
+            r = results[variant] = run_variant(variant, data, s, seed,
+                                               progress=ctx.progress(label))
+            _save_run(ctx.out_dir, r)
+            ctx.log("{}: accuracy {:.4f}, skip {:.3f}, {:.3g} MACs, train {:.1f}s, cpu {:.1f}s"
+                    .format(label, r["test_accuracy"], r["skip_ratio"], r["executed_macs"],
+                            r["train_time_s"], r["cpu_time_s"]))
+        runs.append(add_savings(results))
+    return runs
+
+
 def run(ctx):
     s = _settings(ctx)
     data = load_data(s["dataset"], s["train_size"], s["test_size"])
@@ -500,20 +499,7 @@ def run(ctx):
     if s["final_survival"] is None:
         s["final_survival"] = matched_final_survival(s["depth"], s["target_skip"])
     ctx.log("settings {}".format(s))
-    variants = _variants(ctx)
-    runs = []
-    for k in range(s["seeds"]):
-        seed = ctx.seed + k
-        results = {}
-        for variant in variants:
-            label = "{} seed {} ({}/{})".format(variant, seed, k + 1, s["seeds"])
-            r = run_variant(variant, data, s, seed, progress=ctx.progress(label))
-            results[variant] = r
-            _save_run(ctx.out_dir, r)
-            ctx.log("{}: accuracy {:.4f}, skip {:.3f}, {:.3g} MACs, train {:.1f}s, cpu {:.1f}s"
-                    .format(label, r["test_accuracy"], r["skip_ratio"], r["executed_macs"],
-                            r["train_time_s"], r["cpu_time_s"]))
-        runs.append(add_savings(results))
+    runs = run_seeds(ctx, _variants(ctx), data, s)
     summary = aggregate(runs)
     targets = check_targets(summary)
     report = ctx.report
