@@ -3,7 +3,7 @@
 import numpy as np
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.utils.validation import check_int
+from keras_efficient.utils.validation import VALIDATE_ARGS_DEFAULT, ValidateArgsMixin, check_int
 
 __all__ = ["RandomProjection", "achlioptas_matrix"]
 
@@ -26,7 +26,7 @@ def achlioptas_matrix(input_dim, output_dim, seed):
 
 
 @register_serializable
-class RandomProjection(keras.layers.Layer):
+class RandomProjection(ValidateArgsMixin, keras.layers.Layer):
     """Fixed sparse random projection y = R x (Achlioptas, 2001), saved with the model.
 
     R is (output_dim, d) with entries sqrt(3)·{+1, 0, −1} / sqrt(output_dim) with
@@ -39,6 +39,8 @@ class RandomProjection(keras.layers.Layer):
     Args:
       output_dim: k, the projected dimension.
       seed: non-negative integer seed of the matrix.
+      validate_args: also check values (NaN/Inf, empty batch) at every call;
+        rank and last dimension are always checked (`ValidateArgsMixin`).
 
     Call arguments:
       inputs: float tensor (..., d).
@@ -50,10 +52,11 @@ class RandomProjection(keras.layers.Layer):
       (..., output_dim).
     """
 
-    def __init__(self, output_dim, seed=0, **kwargs):
+    def __init__(self, output_dim, seed=0, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
         self.output_dim = check_int("output_dim", output_dim, low=1)
         self.seed = check_int("seed", seed, low=0)
+        self._init_validate_args(validate_args)
 
     def build(self, input_shape):
         input_shape = tf.TensorShape(input_shape)
@@ -73,7 +76,7 @@ class RandomProjection(keras.layers.Layer):
         return tf.transpose(tf.cast(self.kernel, tf.float32))
 
     def call(self, inputs):
-        x = tf.convert_to_tensor(inputs)
+        x = self._validate_values(tf.convert_to_tensor(inputs))
         return tf.tensordot(x, tf.cast(self.kernel, x.dtype), axes=[[-1], [0]])
 
     def compute_output_shape(self, input_shape):
@@ -81,5 +84,6 @@ class RandomProjection(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"output_dim": self.output_dim, "seed": self.seed})
+        config.update({"output_dim": self.output_dim, "seed": self.seed,
+                       **self._validate_args_config()})
         return config

@@ -2,7 +2,8 @@
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
-    assert_finite,
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_float,
     check_input_rank,
     check_int,
@@ -13,7 +14,7 @@ __all__ = ["StochasticDepth"]
 
 
 @register_serializable
-class StochasticDepth(keras.layers.Layer):
+class StochasticDepth(ValidateArgsMixin, keras.layers.Layer):
     """Skips an identity-shaped residual block for a whole mini-batch with probability 1 − p.
 
     Training: b ~ Bernoulli(p) once per mini-batch; y = F(x) if b = 1 (the block
@@ -27,6 +28,8 @@ class StochasticDepth(keras.layers.Layer):
       survival_probability: p in (0, 1].
       seed: optional integer seed; the draw of step t uses the stateless seed
         (seed, t) with t counted by the non-trainable weight `step`.
+      validate_args: also check input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`; off by default, as in TensorFlow Probability).
 
     Call arguments:
       inputs: `[batch, ...]`; training: draw (True) or take the expectation.
@@ -34,8 +37,10 @@ class StochasticDepth(keras.layers.Layer):
     Input shape: any, as accepted by `block`. Output shape: same as input.
     """
 
-    def __init__(self, block, survival_probability=0.5, seed=None, **kwargs):
+    def __init__(self, block, survival_probability=0.5, seed=None,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         if isinstance(block, dict):
             block = keras.layers.deserialize(block)
         if not isinstance(block, keras.layers.Layer):
@@ -64,7 +69,7 @@ class StochasticDepth(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        assert_finite(inputs, self.name)
+        inputs = self._validate_values(tf.convert_to_tensor(inputs))
         p = self.survival_probability
         if not training:
             return inputs + tf.cast(p, inputs.dtype) * (self.block(inputs, training=False) - inputs)
@@ -85,5 +90,6 @@ class StochasticDepth(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"block": keras.layers.serialize(self.block),
-                       "survival_probability": self.survival_probability, "seed": self.seed})
+                       "survival_probability": self.survival_probability, "seed": self.seed,
+                       **self._validate_args_config()})
         return config

@@ -20,7 +20,13 @@ __all__ = [
     "check_last_dim_defined",
     "assert_finite",
     "assert_nonempty_batch",
+    "VALIDATE_ARGS_DEFAULT",
+    "ValidateArgsMixin",
 ]
+
+# Finiteness checks cost a full reduction over every input (measured in
+# benchmarks/validate_args_cost.py); like TensorFlow Probability, they are off by default.
+VALIDATE_ARGS_DEFAULT = False
 
 
 def invalid_argument(name, expected, value, error=ValueError):
@@ -151,3 +157,41 @@ def check_last_dim_defined(layer_name, input_shape, what="last dimension"):
         raise ValueError("The {} of the input of layer `{}` must be defined. "
                          "Received: input_shape={}".format(what, layer_name, input_shape))
     return int(shape[-1])
+
+
+class ValidateArgsMixin:
+    """The `validate_args` convention of TensorFlow Probability, for Keras layers.
+
+    Shape, rank and dtype checks are always on (in `build` and at trace time,
+    with the shape or dtype in the message). Value checks that cost a pass over the data (NaN/Inf, an empty
+    batch) run only when the layer was built with `validate_args=True`; they
+    fail with `tf.errors.InvalidArgumentError` naming the layer, in eager mode
+    and inside graphs. Default: `VALIDATE_ARGS_DEFAULT` (False).
+
+    Use: call `self._init_validate_args(validate_args)` in `__init__`, pass
+    inputs through `self._validate_values(x)` in `call`, and add
+    `self._validate_args_config()` to `get_config`.
+    """
+
+    def _init_validate_args(self, validate_args):
+        self.validate_args = check_bool("validate_args", validate_args)
+
+    def _validate_values(self, x, name=None):
+        """`x`, after finiteness and non-empty-batch assertions when `validate_args`.
+
+        The dtype is static and always checked: a non-float input raises TypeError.
+        """
+        name = name or self.name
+        if not x.dtype.is_floating:
+            raise TypeError("Layer `{}` expects a floating-point input. Received: dtype={}".format(
+                name, x.dtype.name))
+        if not self.validate_args:
+            return x
+        checks = [assert_finite(x, name)]
+        if x.shape.rank:
+            checks.append(assert_nonempty_batch(x, name))
+        with tf.control_dependencies(checks):
+            return tf.identity(x)
+
+    def _validate_args_config(self):
+        return {"validate_args": self.validate_args}

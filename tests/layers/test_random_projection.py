@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from scipy.stats import chisquare
 
-from keras_efficient.backend import keras
+from keras_efficient.backend import keras, tf
 from keras_efficient.layers.random_projection import RandomProjection, achlioptas_matrix
 from keras_efficient.testing import run_layer_test
 
@@ -103,3 +103,21 @@ def test_bad_input():
     layer(np.zeros((2, 5), "float32"))
     with pytest.raises(ValueError, match="expected axis -1"):
         layer(np.zeros((2, 6), "float32"))
+
+
+def test_validate_args():
+    layer = RandomProjection(3, seed=1)
+    assert layer.get_config()["validate_args"] is False
+    bad = np.array([[np.nan] * 5], np.float32)
+    assert np.all(np.isnan(layer(bad)))  # default: no value check
+    checked = RandomProjection.from_config(dict(layer.get_config(), validate_args=True))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        checked(bad)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="empty batch"):
+        checked(np.zeros((0, 5), np.float32))
+    with pytest.raises(ValueError, match="rank"):  # shape checks are always on
+        RandomProjection(3)(np.ones((5,), np.float32))
+    with pytest.raises(TypeError, match="floating-point"):  # so is the dtype
+        RandomProjection(3)(np.ones((2, 5), np.int32))
+    with pytest.raises(TypeError, match="validate_args"):
+        RandomProjection(3, validate_args="no")

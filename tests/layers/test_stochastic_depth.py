@@ -38,7 +38,8 @@ def test_bad_arguments():
 def test_layer_contract():
     config = keras.layers.serialize(ResidualBlock(4))
     config["config"].pop("dtype", None)
-    run_layer_test(StochasticDepth, dict(block=config, survival_probability=0.7, seed=1),
+    run_layer_test(StochasticDepth, dict(block=config, survival_probability=0.7, seed=1,
+                                         validate_args=True),
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
                    expected_num_trainable_weights=6, expected_num_non_trainable_weights=6,
                    expect_nan_error=True)

@@ -92,3 +92,56 @@ def test_check_float_rejects_infinities_even_without_bounds(value):
         check_float("alpha", value)
     with pytest.raises(ValueError, match="a finite float"):
         check_float("alpha", value, low=0.0)
+
+
+# ----------------------------------------------------------------------------- validate_args
+
+
+def _probe(validate_args):
+    from keras_efficient.backend import keras, tf
+    from keras_efficient.utils.validation import ValidateArgsMixin
+
+    class Probe(ValidateArgsMixin, keras.layers.Layer):
+        def __init__(self, validate_args=False, **kwargs):
+            super().__init__(**kwargs)
+            self._init_validate_args(validate_args)
+
+        def call(self, inputs):
+            return 2.0 * self._validate_values(tf.convert_to_tensor(inputs))
+
+    return Probe(validate_args=validate_args, name="probe")
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_validate_args_checks_values_only_when_asked(graph):
+    import numpy as np
+
+    from keras_efficient.backend import tf
+
+    bad = {"nan": np.array([[1.0, np.nan]], np.float32),
+           "inf": np.array([[np.inf, 0.0]], np.float32),
+           "empty batch": np.zeros((0, 2), np.float32)}
+    for validate in (False, True):
+        layer = _probe(validate)
+        call = tf.function(layer) if graph else layer
+        np.testing.assert_allclose(call(np.ones((1, 2), np.float32)), [[2.0, 2.0]])
+        for what, x in bad.items():
+            if validate:
+                # A batch known to be empty when traced fails at once (ValueError).
+                errors = (ValueError, tf.errors.InvalidArgumentError)
+                with pytest.raises(errors, match="probe"):
+                    call(x)
+            else:
+                assert np.asarray(call(x)).shape == x.shape, what
+
+
+def test_validate_args_must_be_bool():
+    for value in (1, "yes", None):
+        with pytest.raises(TypeError, match="validate_args"):
+            _probe(value)
+
+
+def test_validate_args_default_is_off():
+    from keras_efficient.utils.validation import VALIDATE_ARGS_DEFAULT
+
+    assert VALIDATE_ARGS_DEFAULT is False
