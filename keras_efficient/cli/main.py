@@ -18,6 +18,10 @@ import sys
 
 from keras_efficient.cli.quiet import start_tensorflow_quietly
 
+# `keras_efficient.data.DATASETS`, spelled out so that parsing arguments does not start
+# TensorFlow (tests/cli/test_cli.py checks that the two agree).
+DATASET_CHOICES = ("digits", "shapes", "cifar10", "cifar100")
+
 __all__ = ["main", "build_parser"]
 
 
@@ -42,9 +46,10 @@ def build_parser():
                      help="a reduced run that takes minutes on 2 CPU cores")
     rep.add_argument("--out", default=None, help="output directory (default: runs/<experiment>)")
     rep.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
-    rep.add_argument("--dataset", default=None, choices=("digits", "cifar10", "cifar100"),
+    rep.add_argument("--dataset", default=None, choices=DATASET_CHOICES,
                      help="image data set for the image experiments (e2-train, rebel, resnet-digits); "
-                          "default: digits (built in); cifar10/100 are downloaded on first use")
+                          "default: each experiment's own (see its --help); digits and shapes are "
+                          "built in, cifar10/100 are downloaded on first use")
     rep.add_argument("--option", action="append", nargs="+", default=[], metavar="KEY=VALUE",
                      help="experiment-specific options, repeatable (e.g. --option epochs=3 "
                           "depth=14); `reproduce NAME --help` lists them")

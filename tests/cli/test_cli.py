@@ -83,6 +83,18 @@ def test_dataset_flag_reaches_the_experiment(monkeypatch):
         main(["reproduce", "resnet-digits", "--dataset", "mnist"], stream=io.StringIO())
 
 
+def test_dataset_flag_choices_are_the_built_in_and_downloaded_sets(monkeypatch):
+    from keras_efficient.cli.main import DATASET_CHOICES
+    from keras_efficient.data import DATASETS
+
+    assert tuple(DATASET_CHOICES) == tuple(DATASETS)
+    seen = {}
+    monkeypatch.setattr("keras_efficient.experiments.run_experiment",
+                        lambda name, quick, seed, out_dir, options, stream: seen.update(options))
+    assert main(["reproduce", "rebel", "--dataset", "shapes"], stream=io.StringIO()) == 0
+    assert seen == {"dataset": "shapes"}
+
+
 def _write_broken_package(root, name, error):
     package = root / name
     package.mkdir()
