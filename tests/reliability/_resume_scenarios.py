@@ -204,16 +204,24 @@ def _image_data(n=64, size=8, classes=3):
     return x, np.minimum(y, classes - 1).astype(np.int64)
 
 
-def _gated_model():
-    """Gated ResNet-14 (SLU) converted to PSG, SGD with momentum."""
+def _gated_model(budget=False):
+    """Gated ResNet-14 (SLU) converted to PSG, SGD with momentum.
+
+    With `budget`: gates forced open for the first 3 steps and a skip budget
+    (`training.skip_budget`, target 0.4) on the converted model.
+    """
     from keras_efficient.models import gated_resnet
     from keras_efficient.training import convert_to_psg
 
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
+    extra = dict(open_steps=3) if budget else {}
     model = gated_resnet(depth=14, num_classes=3, input_shape=(8, 8, 3), base_filters=4,
-                         gate_bias=0.2, flops_weight=0.05)
+                         gate_bias=0.2, flops_weight=0.05, **extra)
     model = convert_to_psg(model, include=lambda layer: layer.name != "logits")
+    if budget:
+        from keras_efficient.training import skip_budget
+        skip_budget(model, 0.4)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     return model
@@ -240,7 +248,9 @@ def _gated_fit(model, backup_dir, crash):
 def _gated_summary(model, callbacks):
     swa, meter, counter = callbacks
     totals = meter.totals
-    return {"snapshots": swa.num_snapshots,
+    budget = model._lookup_dependency("skip_budget")
+    return {"skip_budget": None if budget is None else
+            [np.asarray(v.numpy()).tolist() for v in budget.variables],"snapshots": swa.num_snapshots,
             "counter": counter.result(),
             "meter": {k: totals[k] for k in ("steps", "nominal_steps", "executed_macs",
                                              "accounted_macs", "energy_pj", "skip_ratio")},
@@ -449,6 +459,8 @@ def main(scenario, workdir):
         out["meter"] = _resume(workdir, _model, _meter_fit, _meter_summary)
     elif scenario == "gated":
         out["gated"] = _resume(workdir, _gated_model, _gated_fit, _gated_summary)
+        out["gated_skip_budget"] = _resume(workdir, lambda: _gated_model(budget=True),
+                                           _gated_fit, _gated_summary)
     else:
         raise SystemExit("unknown scenario {!r}".format(scenario))
     print("RESULT " + json.dumps(out))
