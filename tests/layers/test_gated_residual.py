@@ -307,6 +307,9 @@ def test_shape_changing_block_is_rejected():
     (dict(mode="skip"), "mode", ValueError), (dict(flops_weight=-1.0), "flops_weight", ValueError),
     (dict(projection_dim=0), "projection_dim", ValueError), (dict(gate="lstm"), "gate", TypeError),
     (dict(compile_gate=True), "compile_gate", ValueError),
+    (dict(open_steps=-1), "open_steps", ValueError),
+    (dict(open_steps=1.5), "open_steps", (ValueError, TypeError)),
+    (dict(open_steps=None), "open_steps", (ValueError, TypeError)),
 ])
 def test_bad_arguments(kwargs, name, error):
     with pytest.raises(error, match=name):
@@ -329,7 +332,8 @@ def test_layer_contract(mode):
     # a MirroredStrategy scope, under mixed precision) creates its own sublayers.
     run_layer_test(GatedResidualBlock,
                    dict(block=_config_without_dtype(ResidualBlock(4)),
-                        gate=_config_without_dtype(RecurrentGate()), mode=mode, flops_weight=0.1),
+                        gate=_config_without_dtype(RecurrentGate()), mode=mode, flops_weight=0.1,
+                        open_steps=2),
                    input_shape=(4, 6, 6, 4), expected_output_shape=(4, 6, 6, 4),
                    expected_num_trainable_weights=6 + 2 + 5, expected_num_non_trainable_weights=8,
                    expected_num_losses=1, supports_jit=(mode == "mask"), expect_nan_error=True,

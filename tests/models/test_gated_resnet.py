@@ -27,6 +27,26 @@ def test_gated_resnet_structure_flops_fractions_and_fit():
     assert any(k.endswith("_gate_rate") for k in hist.history)
 
 
+def test_gated_resnet_open_steps_hold_every_gate_open_then_release():
+    keras.utils.set_random_seed(0)
+    # gate_bias -4: every gate would be closed; open_steps=2 holds them open for 2 steps.
+    model = gated_resnet(depth=14, input_shape=(8, 8, 3), base_filters=4, mode="mask",
+                         gate_bias=-4.0, open_steps=2)
+    blocks = gated_blocks_of(model)
+    assert [b.open_steps for b in blocks] == [2] * 4
+    model.compile(keras.optimizers.SGD(0.01),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).uniform(size=(8, 8, 8, 3)).astype(np.float32)
+    y = np.arange(8) % 10
+    rates = []
+    for _ in range(3):
+        model.train_on_batch(x, y)
+        rates.append([float(b.open_fraction.numpy()) for b in blocks])
+    assert rates[0] == rates[1] == [1.0] * 4
+    assert max(rates[2]) < 1.0
+    assert [int(b.gate_step.numpy()) for b in blocks] == [3] * 4
+
+
 def test_gated_resnet_gather_equals_mask_at_inference():
     keras.utils.set_random_seed(1)
     a = gated_resnet(depth=8, input_shape=(8, 8, 3), base_filters=4, mode="gather")
