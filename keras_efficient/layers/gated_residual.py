@@ -104,10 +104,10 @@ class GatedResidualBlock(keras.layers.Layer):
 
     (θ: the non-trainable weight `threshold`, a logit offset, 0 unless a
     `SkipBudget` calibrates it), so y = F(x) where the gate is open and y = x
-    (identity) where it is closed. The gate receives the task-loss gradient ⟨F(x) − x, ∂L/∂y⟩ through open samples only
-    (the skipped block's output is never computed, in either mode, so both modes
-    agree), and the regulariser gradient through every sample. Eq. (1)'s
-    regulariser, per block:
+    (identity) where it is closed. The gate receives the task-loss gradient
+    ⟨F(x) − x, ∂L/∂y⟩ through open samples only (the skipped block's output is
+    never computed, in either mode, so both modes agree), and the regulariser
+    gradient through every sample. Eq. (1)'s regulariser, per block:
 
         α · C_k(W, G) = α · (FLOPs_k / FLOPs_total) · mean_batch(d̂_k)
 

@@ -177,7 +177,7 @@ class SkipBudget(keras.layers.Layer):
         return tf.reduce_sum(tf.constant(self.weights_by_block, tf.float32) * rates)
 
     def budget_loss(self):
-        """Updates λ and the metrics after a training step; its value is 0.
+        """Updates λ, e, θ, the sums and the metrics after a training step; its value is 0.
 
         Called by Keras (through `model.add_loss`) once per train and test step,
         after the forward pass (which wrote the blocks' `open_fraction` and
