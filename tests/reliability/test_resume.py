@@ -119,6 +119,42 @@ def test_gated_resnet_smd_slu_psg_swa_resume_equals_uninterrupted(tmp_path):
     assert out["gated_skip_budget"]["summary"]["skip_budget"], out["gated_skip_budget"]
 
 
+def _process(mode, workdir, timeout=300):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2", CUDA_VISIBLE_DEVICES="")
+    return subprocess.run([sys.executable, _SCRIPT, "killed:" + mode, str(workdir)], env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def _result(proc):
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
+    assert proc.returncode == 0 and lines, (proc.returncode, proc.stdout[-3000:],
+                                            proc.stderr[-6000:])
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+@pytest.mark.slow
+def test_process_killed_with_sigkill_mid_epoch_restarts_equal(tmp_path):
+    """A training process dies by SIGKILL in epoch 2 (no exception, no cleanup); a new process
+    with BackupAndRestore resumes from the end of epoch 1 and ends equal to an uninterrupted one."""
+    import numpy as np
+
+    reference = _result(_process("reference", tmp_path))
+    killed = _process("killed", tmp_path)
+    assert killed.returncode == -9, (killed.returncode, killed.stderr[-3000:])
+    assert not any(line.startswith("RESULT ") for line in killed.stdout.splitlines())
+    assert os.listdir(os.path.join(str(tmp_path), "backup")), "no backup was written"
+    restarted = _result(_process("restarted", tmp_path))
+    assert restarted["epochs"] == [2, 3], restarted
+    assert restarted["iterations"] == reference["iterations"] == 16, (reference, restarted)
+    assert restarted["step"] == reference["step"] == 16, (reference, restarted)
+    assert restarted["snapshots"] == reference["snapshots"] == 3, (reference, restarted)
+    want = np.load(os.path.join(str(tmp_path), "reference.npz"))
+    got = np.load(os.path.join(str(tmp_path), "restarted.npz"))
+    assert len(want.files) == len(got.files)
+    diff = max(float(np.max(np.abs(want[k] - got[k]))) for k in want.files)
+    assert diff <= _TOLERANCE, diff
+
+
 @pytest.mark.slow
 def test_adaptive_conformer_with_parameter_budget_resume_equals_uninterrupted(tmp_path):
     out = _run("conformer", tmp_path)
