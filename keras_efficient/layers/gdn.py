@@ -13,6 +13,8 @@ import numbers
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_bool,
     check_choice,
     check_float,
@@ -91,7 +93,7 @@ def _check_initializer(name, value):
 
 
 @register_serializable
-class GDN(keras.layers.Layer):
+class GDN(ValidateArgsMixin, keras.layers.Layer):
     """Generalized divisive normalization (Ballé, Laparra & Simoncelli, 2016).
 
     Along the channel axis, at every position (never across positions),
@@ -127,6 +129,8 @@ class GDN(keras.layers.Layer):
       beta_initializer: initializer of β's effective value (default "ones").
       gamma_initializer: initializer of γ's effective value (default
         `Identity(gain=0.1)`, as in tfc).
+      validate_args: also check input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`; rank, channels and dtype are always checked).
 
     Call arguments:
       inputs: a tensor of rank >= 2 with a known channel dimension.
@@ -141,8 +145,9 @@ class GDN(keras.layers.Layer):
 
     def __init__(self, inverse=False, rectify=False, data_format="channels_last",
                  alpha_parameter=1.0, epsilon_parameter=1.0, beta_initializer="ones",
-                 gamma_initializer=None, **kwargs):
+                 gamma_initializer=None, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.inverse = check_bool("inverse", inverse)
         self.rectify = check_bool("rectify", rectify)
         self.data_format = check_choice("data_format", data_format,
@@ -215,6 +220,7 @@ class GDN(keras.layers.Layer):
         return tf.float32 if dtype in (tf.float16, tf.bfloat16) else dtype
 
     def call(self, inputs):
+        inputs = self._validate_values(tf.convert_to_tensor(inputs))
         out_dtype = inputs.dtype
         dtype = self._math_dtype()
         x = tf.cast(inputs, dtype)
@@ -268,5 +274,6 @@ class GDN(keras.layers.Layer):
             "epsilon_parameter": self.epsilon_parameter,
             "beta_initializer": keras.initializers.serialize(self.beta_initializer),
             "gamma_initializer": keras.initializers.serialize(self.gamma_initializer),
+            **self._validate_args_config(),
         })
         return config

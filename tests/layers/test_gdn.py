@@ -247,6 +247,21 @@ def test_bad_inputs():
         GDN().beta  # noqa: B018
 
 
+def test_validate_args():
+    x = np.ones((2, 3, 4), "float32")
+    x[0, 1, 2] = np.nan
+    assert GDN().get_config()["validate_args"] is False
+    assert np.isnan(GDN()(x)).any()  # default: values are not checked
+    with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
+        GDN(validate_args=True)(x)
+    with pytest.raises((ValueError, tf.errors.InvalidArgumentError), match="empty batch"):
+        GDN(validate_args=True)(np.zeros((0, 3, 4), "float32"))
+    with pytest.raises(TypeError, match="floating-point"):  # dtype: always checked
+        GDN()(np.ones((2, 3, 4), "int32"))
+    with pytest.raises(TypeError, match="validate_args"):
+        GDN(validate_args=1)
+
+
 def test_config_round_trip_with_custom_initializers():
     layer = GDN(inverse=True, rectify=True, data_format="channels_first", alpha_parameter=2,
                 epsilon_parameter=0.5, beta_initializer=keras.initializers.Constant(2.0),
