@@ -250,7 +250,8 @@ def _gated_summary(model, callbacks):
     totals = meter.totals
     budget = model._lookup_dependency("skip_budget")
     return {"skip_budget": None if budget is None else
-            [np.asarray(v.numpy()).tolist() for v in budget.variables],"snapshots": swa.num_snapshots,
+            [np.asarray(v.numpy()).tolist() for v in budget.variables],
+            "snapshots": swa.num_snapshots,
             "counter": counter.result(),
             "meter": {k: totals[k] for k in ("steps", "nominal_steps", "executed_macs",
                                              "accounted_macs", "energy_pj", "skip_ratio")},
@@ -296,7 +297,7 @@ def _meter_summary(model, callbacks):
 
 
 class _KillIn(_CrashIn):
-    """Kills its own process with SIGKILL in the middle of epoch `CRASH_EPOCH`: no cleanup at all."""
+    """Kills its own process with SIGKILL in epoch `CRASH_EPOCH`: no cleanup at all."""
 
     def on_train_batch_end(self, batch, logs=None):
         if self.epoch == CRASH_EPOCH and batch >= CRASH_BATCH:
@@ -329,7 +330,7 @@ def _killed_run(workdir, mode):
 
 
 def _conformer_model(dropout_rate=0.0):
-    """Frames -> adaptive ConformerBlock (five ADL sites) -> pooled logits, with a parameter budget."""
+    """Frames -> adaptive ConformerBlock (5 ADL sites) -> pooled logits, with a parameter budget."""
     from keras_efficient.layers import ConformerBlock
     from keras_efficient.pruning import parameter_budget
 

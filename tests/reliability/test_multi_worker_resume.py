@@ -1,4 +1,4 @@
-"""Multi-worker fault tolerance: a worker killed mid-training, the job restarted, equal to uninterrupted.
+"""Multi-worker fault tolerance: a worker killed, the job restarted, equal to uninterrupted.
 
 Two MultiWorkerMirroredStrategy workers on 127.0.0.1 (free ports, loopback only)
 train Dense -> AdaptiveDropout(seed=3) -> Dense under op determinism
