@@ -163,10 +163,11 @@ class ValidateArgsMixin:
     """The `validate_args` convention of TensorFlow Probability, for Keras layers.
 
     Shape, rank and dtype checks are always on (in `build` and at trace time,
-    with the shape or dtype in the message). Value checks that cost a pass over the data (NaN/Inf, an empty
-    batch) run only when the layer was built with `validate_args=True`; they
-    fail with `tf.errors.InvalidArgumentError` naming the layer, in eager mode
-    and inside graphs. Default: `VALIDATE_ARGS_DEFAULT` (False).
+    with the shape or dtype in the message). Value checks that cost a pass over
+    the data (NaN/Inf, an empty batch) run only when the layer was built with
+    `validate_args=True`; they fail with `tf.errors.InvalidArgumentError` naming
+    the layer, in eager mode and inside graphs (a batch known to be empty when
+    traced fails at once with ValueError). Default: `VALIDATE_ARGS_DEFAULT` (False).
 
     Use: call `self._init_validate_args(validate_args)` in `__init__`, pass
     inputs through `self._validate_values(x)` in `call`, and add
