@@ -15,6 +15,7 @@ from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureCl
 from keras_efficient.layers.bayesian import FlipoutConv2D, FlipoutDense
 from keras_efficient.layers.bayesian import ReparameterizationConv2D, ReparameterizationDense
 from keras_efficient.layers.probabilistic_heads import MultivariateNormalHead
+from keras_efficient.layers.pointwise_conv import StridedPointwiseConv2D
 from keras_efficient.layers.residual_block import ResidualBlock
 from keras_efficient.layers.stochastic_depth import StochasticDepth
 from keras_efficient.layers.random_projection import RandomProjection
@@ -42,5 +43,6 @@ __all__ = [
     "ReparameterizationDense",
     "MultivariateNormalHead",
     "ResidualBlock",
+    "StridedPointwiseConv2D",
     "StochasticDepth",
 ]

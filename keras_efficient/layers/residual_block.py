@@ -1,6 +1,7 @@
 """The basic residual block of CIFAR ResNets (He et al., 2016)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.pointwise_conv import StridedPointwiseConv2D
 from keras_efficient.utils.validation import (
     check_float,
     check_input_rank,
@@ -16,7 +17,8 @@ class ResidualBlock(keras.layers.Layer):
     """y = relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)).
 
     The shortcut is the identity when the block keeps its input shape, else a
-    strided 1×1 convolution with BatchNormalization (projection shortcut).
+    strided 1×1 convolution with BatchNormalization (projection shortcut; a
+    `StridedPointwiseConv2D`, which equals `Conv2D(filters, 1, strides)`).
     Sublayers are exposed as `conv1`, `bn1`, `conv2`, `bn2`, `shortcut` and
     `shortcut_bn` (both None for the identity shortcut) so that wrappers can
     count their FLOPs.
@@ -43,7 +45,10 @@ class ResidualBlock(keras.layers.Layer):
 
     def _conv(self, kernel_size, strides, name):
         regularizer = keras.regularizers.L2(self.weight_decay) if self.weight_decay else None
-        return keras.layers.Conv2D(self.filters, kernel_size, strides=strides, padding="same",
+        # The 1×1 projection shortcut slices instead of striding its kernel (same results;
+        # see layers/pointwise_conv.py for the native crash this avoids).
+        conv = StridedPointwiseConv2D if kernel_size == 1 else keras.layers.Conv2D
+        return conv(self.filters, kernel_size, strides=strides, padding="same",
                                    use_bias=False, kernel_initializer="he_normal",
                                    kernel_regularizer=regularizer, dtype=self.dtype_policy,
                                    name=name)

@@ -26,6 +26,7 @@ All math is float32, whatever the compute dtype of the caller.
 """
 
 from keras_efficient.backend import tf
+from keras_efficient.layers.pointwise_conv import strided_pointwise_input
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
 
 __all__ = [
@@ -147,6 +148,11 @@ def psg_weight_gradient(x, grad_y, input_bits=8, grad_bits=16, input_msb_bits=4,
 
 
 def _conv_filter_gradient(x, grad_y, kernel_shape, strides, padding):
+    if tuple(kernel_shape[:2]) == (1, 1) and tuple(strides) != (1, 1):
+        # A strided 1×1 kernel reads x[:, ::s_h, ::s_w] with no padding: the same gradient
+        # at stride 1 on the slice, without the strided 1×1 kernel that corrupts the heap
+        # on some CPUs (layers/pointwise_conv.py).
+        x, strides, padding = strided_pointwise_input(x, strides), (1, 1), "valid"
     return tf.raw_ops.Conv2DBackpropFilter(
         input=x, filter_sizes=tf.constant(list(kernel_shape), tf.int32), out_backprop=grad_y,
         strides=[1, strides[0], strides[1], 1], padding=padding.upper(), data_format="NHWC")
