@@ -56,11 +56,14 @@ class KLWarmup(keras.callbacks.Callback):
         return self.initial_weight + (1.0 - self.initial_weight) * fraction
 
     def _set(self, value):
+        if value == self.current_weight:  # after the warm-up: no assignment per batch
+            return
         for layer in self._layers:
             layer.kl_warmup.assign(value)
         self.current_weight = value
 
     def on_train_begin(self, logs=None):
+        self.current_weight = None  # a restored checkpoint may hold any weight: set it anew
         self._layers = bayesian_layers(self.model)
         if not self._layers:
             raise ValueError(

@@ -10,6 +10,7 @@ import numpy as np
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.pruning.expected import ExpectedSize, keep_probabilities
+from keras_efficient.utils.attachment import attach_to_model
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
 
 __all__ = ["BudgetValue", "ParameterBudget", "get_parameter_budget", "parameter_budget"]
@@ -384,16 +385,7 @@ def parameter_budget(model, target_fraction, temperature=1.0, multiplier_rate=0.
             "target_fraction", "a fraction the model can reach: at least {:.6f}, the fraction "
             "left with every unit of model `{}` pruned".format(budget.minimum_fraction, model.name),
             target_fraction)
-    model._track_trackable(budget, name="parameter_budget")
-    model._self_setattr_tracking = False
-    try:
-        setattr(model, _ATTRIBUTE, budget)
-    finally:
-        model._self_setattr_tracking = True
-    model._metrics.extend(budget.budget_metrics)
-    model.add_loss(budget.budget_loss)
-    model.train_function = None
-    model.test_function = None
+    attach_to_model(model, budget, "parameter_budget", _ATTRIBUTE)
     return budget
 
 

@@ -9,6 +9,7 @@ precise definition and the controller).
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.pruning.budget import BudgetValue
+from keras_efficient.utils.attachment import attach_to_model
 from keras_efficient.utils.validation import check_float
 
 __all__ = ["SkipBudget", "get_skip_budget", "skip_budget"]
@@ -331,17 +332,7 @@ def skip_budget(model, target_skip, multiplier_rate=0.02, penalty=1.0, threshold
     for block, weight in zip(blocks, budget.weights_by_block):
         block.flops_fraction.assign(weight)
         block.budget_slot.budget = budget
-    model._track_trackable(budget, name="skip_budget")
-    model._self_setattr_tracking = False
-    try:
-        setattr(model, _ATTRIBUTE, budget)
-    finally:
-        model._self_setattr_tracking = True
-    model._metrics.extend(budget.budget_metrics)
-    model.add_loss(budget.budget_loss)
-    model.train_function = None
-    model.test_function = None
-    model.predict_function = None
+    attach_to_model(model, budget, "skip_budget", _ATTRIBUTE)
     return budget
 
 
