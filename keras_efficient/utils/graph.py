@@ -52,7 +52,7 @@ class LayerCall:
 
     def __init__(self, layer, index, inputs, kwargs):
         self.layer, self.index, self.inputs, self.kwargs = layer, index, inputs, kwargs
-        self.refs = [leaf for leaf in _flatten(inputs) + _flatten(kwargs)
+        self.refs = [leaf for leaf in _leaves(inputs, _is_ref) + _leaves(kwargs, _is_ref)
                      if isinstance(leaf, TensorRef)]
 
     def __repr__(self):
@@ -283,7 +283,7 @@ class FunctionalGraph:
             if isinstance(leaf, _Constant):
                 return leaf.value
             return leaf
-        return _map_structure(structure, one)
+        return _map_leaves(structure, one, _is_ref)
 
 
 def _is_leaf(data):
@@ -292,44 +292,30 @@ def _is_leaf(data):
     return isinstance(data, (list, tuple)) and len(data) in (3, 4) and isinstance(data[0], str)
 
 
-def _leaves(data):
-    if _is_leaf(data):
+def _is_ref(data):
+    return isinstance(data, (TensorRef, _Constant))
+
+
+def _leaves(data, is_leaf=_is_leaf):
+    """The leaves of a nested list/tuple/dict, dict values in sorted key order."""
+    if is_leaf(data):
         return [data]
     if isinstance(data, dict):
-        return [leaf for key in sorted(data) for leaf in _leaves(data[key])]
+        return [leaf for key in sorted(data) for leaf in _leaves(data[key], is_leaf)]
     if isinstance(data, (list, tuple)):
-        return [leaf for item in data for leaf in _leaves(item)]
+        return [leaf for item in data for leaf in _leaves(item, is_leaf)]
     return []
 
 
-def _map_leaves(data, fn):
-    if _is_leaf(data):
+def _map_leaves(data, fn, is_leaf=_is_leaf):
+    """`data` with `fn` applied to every leaf; containers keep their type."""
+    if is_leaf(data):
         return fn(data)
     if isinstance(data, dict):
-        return {key: _map_leaves(value, fn) for key, value in data.items()}
+        return {key: _map_leaves(value, fn, is_leaf) for key, value in data.items()}
     if isinstance(data, (list, tuple)):
-        return type(data)(_map_leaves(item, fn) for item in data)
+        return type(data)(_map_leaves(item, fn, is_leaf) for item in data)
     return data
-
-
-def _flatten(structure):
-    if isinstance(structure, (TensorRef, _Constant)):
-        return [structure]
-    if isinstance(structure, dict):
-        return [leaf for key in sorted(structure) for leaf in _flatten(structure[key])]
-    if isinstance(structure, (list, tuple)):
-        return [leaf for item in structure for leaf in _flatten(item)]
-    return [structure]
-
-
-def _map_structure(structure, fn):
-    if isinstance(structure, (TensorRef, _Constant)):
-        return fn(structure)
-    if isinstance(structure, dict):
-        return {key: _map_structure(value, fn) for key, value in structure.items()}
-    if isinstance(structure, (list, tuple)):
-        return type(structure)(_map_structure(item, fn) for item in structure)
-    return structure
 
 
 def _unnest_if_single(args):

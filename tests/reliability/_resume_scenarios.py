@@ -84,12 +84,7 @@ def _model(jit=False, steps_per_execution=1):
 
 def _fit(model, backup_dir, crash, extra=(), smd=False):
     x, y = _data()
-    epochs = _Epochs()
-    callbacks = list(extra) + [epochs]
-    if backup_dir is not None:
-        callbacks.insert(0, keras.callbacks.BackupAndRestore(backup_dir))
-    if crash:
-        callbacks.append(_CrashIn())
+    callbacks, epochs = _callbacks(backup_dir, crash, extra)
     if smd:
         base = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
         if smd == "repeat":  # the plain stream: its pass counter lives in the dataset object
