@@ -190,6 +190,38 @@ def test_several_passes_use_the_law_of_total_covariance():
                                rtol=1e-5)
 
 
+class _CountingShift(keras.layers.Layer):
+    """Pass k (k = 1, 2, ...) of the model returns the mean x[:, :2] + k·c and a fixed Σ."""
+
+    def build(self, input_shape):
+        self.count = self.add_weight(name="count", shape=(), initializer="zeros",
+                                     trainable=False)
+
+    def call(self, x):
+        k = self.count.assign_add(1.0)
+        mean = x[:, :2] + k * tf.constant([1.0, -2.0])
+        cov = tf.broadcast_to(tf.constant([[0.5, 0.1], [0.1, 0.3]]), tf.concat(
+            [tf.shape(x)[:1], [2, 2]], axis=0))
+        return mean, cov
+
+
+def test_several_differing_passes_add_the_covariance_of_their_means():
+    """Passes whose means differ by k·c: mean = x + c·(S + 1)/2 and covariance
+    s²·(Σ + c cᵀ·(S² − 1)/12) (the 1/S variance of k = 1..S), a closed form."""
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, _CountingShift()(inputs))
+    x = np.random.default_rng(5).standard_normal((3, 4)).astype(np.float32)
+    samples, scale = 4, 1.3
+    dist = calibration.CalibratedPredictor(model, scale=scale, num_samples=samples)(x)
+    c = np.array([1.0, -2.0])
+    sigma = np.array([[0.5, 0.1], [0.1, 0.3]])
+    expected_cov = scale ** 2 * (sigma + np.outer(c, c) * (samples ** 2 - 1) / 12.0)
+    np.testing.assert_allclose(dist.mean().numpy(), x[:, :2] + c * (samples + 1) / 2.0,
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dist.covariance().numpy(),
+                               np.broadcast_to(expected_cov, (3, 2, 2)), rtol=1e-5)
+
+
 @pytest.mark.parametrize("scale,error", [(0.0, ValueError), (-1.0, ValueError), ([], ValueError),
                                          ([1.0, -2.0], ValueError), ("1", TypeError),
                                          (None, TypeError), (float("nan"), ValueError)])

@@ -358,3 +358,27 @@ def test_config_of_an_earlier_release_with_compile_gate_off_still_loads():
     rebuilt = keras.layers.deserialize(config)
     assert isinstance(rebuilt, GatedResidualBlock)
     assert "compile_gate" not in rebuilt.get_config()
+
+
+@pytest.mark.parametrize("mode", ["gather", "mask"])
+def test_threshold_decision_open_phase_and_regulariser_against_numpy(mode):
+    """d = 1[g >= sigmoid(θ)] with θ ≠ 0 (g from the NumPy gate reference on the pooled
+    input), the Eq. (1) term α·w·mean(d̂) (value: α·w·mean(d)), and during the open phase
+    every gate open with a zero regulariser."""
+    layer = _pair(mode, open_steps=1)
+    layer.flops_fraction.assign(0.25)
+    x = _x(n=8, seed=6)
+    pooled = x.astype(np.float64).mean(axis=(1, 2))
+    zeros = np.zeros((len(x), layer.gate.cell.units))
+    prob, _ = _np_gate(layer.gate, _np_project(layer, pooled), (zeros, zeros))
+    theta = float(np.log(np.median(prob) / (1.0 - np.median(prob))))
+    layer.threshold.assign(theta)
+    expected = (prob >= _np_sigmoid(theta)).astype(np.float64)
+    assert 0.0 < expected.mean() < 1.0 and np.all(prob >= 0.5)  # θ decides, not 0.5
+
+    layer(x, training=True)  # step 0 < open_steps: forced open
+    assert float(layer.open_fraction.numpy()) == 1.0
+    assert float(layer.losses[0]) == 0.0
+    layer(x, training=True)  # the gates decide
+    assert float(layer.open_fraction.numpy()) == pytest.approx(expected.mean())
+    assert float(layer.losses[0]) == pytest.approx(0.1 * 0.25 * expected.mean(), rel=1e-6)
