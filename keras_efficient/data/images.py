@@ -13,7 +13,8 @@ with random textures, clutter, blur and noise.
 
 import numpy as np
 
-from keras_efficient.data.shapes import load_shapes32
+from keras_efficient.data.shapes import NUM_TEST, NUM_TRAIN, load_shapes32, make_shapes32
+from keras_efficient.utils.validation import check_int
 
 __all__ = ["load_digits32", "load_images", "DATASETS"]
 
@@ -40,19 +41,35 @@ def load_digits32():
     return (x_train, y_train), (x_test, y_test)
 
 
-def load_images(name="digits"):
+def load_images(name="digits", train_size=None, test_size=None):
     """Returns `((x_train, y_train), (x_test, y_test))` for `name`.
 
     Args:
       name: "digits" or "shapes" (built in, no download; see `load_digits32` and
         `load_shapes32`), "cifar10" or "cifar100" (downloaded by `tf.keras.datasets` on
         first use; needs internet access once).
+      train_size, test_size: keep the first N images of each split (None: all; a
+        larger N keeps all). "shapes" renders only those: a smaller Shapes32 set is a
+        prefix of a larger one.
 
     Images are float32 in [0, 1] with shape [N, 32, 32, 3]; labels int64 of shape [N].
     """
     if name not in DATASETS:
         raise ValueError("Invalid value received for argument `name`. Expected one of {}. "
                          "Received: name={!r}".format(", ".join(DATASETS), name))
+    check_int("train_size", train_size, low=0, allow_none=True)
+    check_int("test_size", test_size, low=0, allow_none=True)
+    if name == "shapes" and (train_size is not None or test_size is not None):
+        return make_shapes32(NUM_TRAIN if train_size is None else min(train_size, NUM_TRAIN),
+                             NUM_TEST if test_size is None else min(test_size, NUM_TEST))
+    data = _load_full(name)
+    if train_size is None and test_size is None:
+        return data
+    (x_train, y_train), (x_test, y_test) = data
+    return ((x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]))
+
+
+def _load_full(name):
     if name == "digits":
         return load_digits32()
     if name == "shapes":

@@ -45,7 +45,6 @@ from keras_efficient.data import (
     DropCounter,
     drop_minibatches,
     load_images,
-    make_shapes32,
     smd_steps_per_epoch,
 )
 from keras_efficient.experiments.context import (
@@ -461,18 +460,6 @@ def _save_run(out_dir, result):
         f.write(json.dumps(keep, sort_keys=True) + "\n")
 
 
-def load_data(dataset, train_size=None, test_size=None):
-    """The first `train_size` / `test_size` images of `load_images(dataset)` (None: all).
-
-    "shapes" renders only the images asked for: `make_shapes32(n, m)` is the prefix
-    of the full set, so this equals slicing `load_images("shapes")`.
-    """
-    if dataset == "shapes" and train_size is not None and test_size is not None:
-        return make_shapes32(train_size, test_size)
-    (x_train, y_train), (x_test, y_test) = load_images(dataset)
-    return ((x_train[:train_size], y_train[:train_size]), (x_test[:test_size], y_test[:test_size]))
-
-
 def run_seeds(ctx, variants, data, s):
     """Every variant for seeds ctx.seed, ctx.seed + 1, ...; one {variant: result} per seed."""
     runs = []
@@ -493,7 +480,7 @@ def run_seeds(ctx, variants, data, s):
 
 def run(ctx):
     s = _settings(ctx)
-    data = load_data(s["dataset"], s["train_size"], s["test_size"])
+    data = load_images(s["dataset"], s["train_size"], s["test_size"])
     (_, y_train), (_, y_test) = data
     s["num_classes"] = int(max(y_train.max(), y_test.max())) + 1
     if s["final_survival"] is None:

@@ -31,8 +31,7 @@ import time
 import numpy as np
 
 from keras_efficient.backend import keras
-from keras_efficient.data import DATASETS, load_images, make_shapes32
-from keras_efficient.data.shapes import NUM_TEST, NUM_TRAIN
+from keras_efficient.data import DATASETS, load_images
 from keras_efficient.experiments.context import Option, choice, integer, number, resnet_depth
 from keras_efficient.experiments.inference import predict
 from keras_efficient.experiments.rebel_costs import (
@@ -179,18 +178,11 @@ def _load_data(ctx):
     """Training and test images, cut to `train_size` / `test_size`, as a dict."""
     dataset = ctx.option("dataset")
     train_size, test_size = ctx.option("train_size"), ctx.option("test_size")
-    if dataset == "shapes":
-        # Render only what is used: a smaller Shapes32 set is a prefix of a larger one.
-        (x_train, y_train), (x_test, y_test) = make_shapes32(
-            NUM_TRAIN if train_size is None else min(train_size, NUM_TRAIN),
-            NUM_TEST if test_size is None else min(test_size, NUM_TEST))
-    else:
-        (x_train, y_train), (x_test, y_test) = load_images(dataset)
+    (x_train, y_train), (x_test, y_test) = load_images(dataset, train_size, test_size)
     y_train, y_test = y_train.astype(np.int64), y_test.astype(np.int64)
     num_classes = int(max(y_train.max(), y_test.max()) + 1)
-    data = {"name": dataset, "num_classes": num_classes,
-            "x_train": x_train[:train_size], "y_train": y_train[:train_size],
-            "x_test": x_test[:test_size], "y_test": y_test[:test_size]}
+    data = {"name": dataset, "num_classes": num_classes, "x_train": x_train, "y_train": y_train,
+            "x_test": x_test, "y_test": y_test}
     ctx.log("data {}: {} train / {} test, {} classes".format(
         dataset, len(data["x_train"]), len(data["x_test"]), num_classes))
     return data

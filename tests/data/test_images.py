@@ -59,6 +59,36 @@ def test_load_images_shapes_is_load_shapes32(monkeypatch):
     assert load_images("shapes") is sentinel
 
 
+def test_load_images_keeps_the_first_images(monkeypatch):
+    from keras_efficient.data import images, make_shapes32
+
+    (x, y), (xt, yt) = load_images("digits")
+    (a, b), (c, d) = load_images("digits", train_size=100, test_size=7)
+    np.testing.assert_array_equal(a, x[:100])
+    np.testing.assert_array_equal(b, y[:100])
+    np.testing.assert_array_equal(c, xt[:7])
+    np.testing.assert_array_equal(d, yt[:7])
+    (a, _), (c, _) = load_images("digits", test_size=10 ** 6)  # more than there is: all
+    assert len(a) == len(x) and len(c) == len(xt)
+    # Shapes32 renders just the prefix, at most the default split's size.
+    (a, b), (c, d) = load_images("shapes", train_size=20, test_size=10)
+    (e, f), (g, h) = make_shapes32(20, 10)
+    np.testing.assert_array_equal(a, e)
+    np.testing.assert_array_equal(d, h)
+    asked = []
+    monkeypatch.setattr(images, "make_shapes32", lambda n, m: asked.append((n, m)))
+    load_images("shapes", train_size=10 ** 6)
+    load_images("shapes", test_size=3)
+    assert asked == [(images.NUM_TRAIN, images.NUM_TEST), (images.NUM_TRAIN, 3)]
+
+
+@pytest.mark.parametrize("kwargs,name", [({"train_size": -1}, "train_size"),
+                                         ({"test_size": 1.5}, "test_size")])
+def test_load_images_bad_sizes(kwargs, name):
+    with pytest.raises((ValueError, TypeError), match=name):
+        load_images("digits", **kwargs)
+
+
 @pytest.mark.slow
 def test_load_shapes32_default_split():
     """The default split renders 40,000 + 10,000 images (about 15-30 s)."""

@@ -151,12 +151,12 @@ def test_smd_variant_books_steps_and_saving():
 
 
 def _fake_load_images(seen, classes=10, n=32):
-    def load(name):
+    def load(name, train_size=None, test_size=None):
         seen.append(name)
         rng = np.random.default_rng(0)
         x = rng.uniform(size=(n, 32, 32, 3)).astype(np.float32)
         y = (np.arange(n) % classes).astype(np.int64)
-        return (x, y), (x[:8], y[:8])
+        return (x[:train_size], y[:train_size]), (x[:8][:test_size], y[:8][:test_size])
     return load
 
 
