@@ -12,6 +12,8 @@ import random
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.schedules.retention_target import RetentionTargetSchedule
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_axes,
     check_choice,
     check_float,
@@ -118,7 +120,7 @@ def _resolve_schedule(schedule):
 
 
 @register_serializable
-class AdaptiveDropout(keras.layers.Layer):
+class AdaptiveDropout(ValidateArgsMixin, keras.layers.Layer):
     """Dropout with a learned retention probability per unit, for pruning.
 
     Each unit d (an index over the `unit_axes` dimensions) has a raw parameter
@@ -190,6 +192,9 @@ class AdaptiveDropout(keras.layers.Layer):
         `noise_shape` of `keras.layers.Dropout`); disjoint from `unit_axes`.
       inference: "hard" or "expected".
       seed: optional integer seed of the noise (see "Noise and resumption").
+      validate_args: also check the input values (NaN/Inf, empty batch) at
+        every call, in training and at inference (`ValidateArgsMixin`); rank,
+        unit-axis sizes and the dtype are always checked.
 
     Call arguments:
       inputs: a float tensor.
@@ -203,8 +208,10 @@ class AdaptiveDropout(keras.layers.Layer):
     """
 
     def __init__(self, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None, unit_axes=(-1,),
-                 shared_axes=(), inference="hard", seed=None, **kwargs):
+                 shared_axes=(), inference="hard", seed=None,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.schedule = _resolve_schedule(schedule)
         self.alpha = check_float("alpha", alpha, low=0.0, low_inclusive=False)
         self.gamma = check_float("gamma", gamma, low=0.0, low_inclusive=False)
@@ -330,7 +337,7 @@ class AdaptiveDropout(keras.layers.Layer):
     # ------------------------------------------------------------------ call
 
     def call(self, inputs, training=None):
-        inputs = tf.convert_to_tensor(inputs)
+        inputs = self._validate_values(tf.convert_to_tensor(inputs))
         if isinstance(training, tf.Tensor):
             return tf.cond(training, lambda: self._train(inputs), lambda: self._infer(inputs))
         if training:
@@ -361,9 +368,6 @@ class AdaptiveDropout(keras.layers.Layer):
         return outputs
 
     def _infer(self, inputs):
-        # Training passes NaN on to the loss; inference fails with a clear message.
-        inputs = tf.debugging.assert_all_finite(
-            inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
         beta = tf.reshape(self._logits(self.step_counter), self._broadcast_shape)
         if self.inference == "hard":
             mask = tf.cast(beta >= self.effective_threshold, tf.float32)
@@ -385,5 +389,6 @@ class AdaptiveDropout(keras.layers.Layer):
             "shared_axes": list(self.shared_axes),
             "inference": self.inference,
             "seed": self.seed,
+            **self._validate_args_config(),
         })
         return config

@@ -58,10 +58,12 @@ import math
 import numpy as np
 import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import samplers
+from tensorflow_probability.python.util.seed_stream import SeedStream
 
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.gaussian_mixture_classifier import _validate_args_or_alias
 from keras_efficient.utils.validation import (
-    assert_finite,
+    ValidateArgsMixin,
     check_bool,
     check_float,
     check_input_rank,
@@ -222,7 +224,7 @@ def _bias_posterior_fn(layer):
         is_singular=True, loc_initializer=keras.initializers.Zeros()))
 
 
-class _BayesianMixin:
+class _BayesianMixin(ValidateArgsMixin):
     """KL through add_loss, a posterior-mean path, argument checks and the config.
 
     Subclasses set `_tfp_takes_seed`: True when the TFP base class takes `seed`
@@ -233,7 +235,7 @@ class _BayesianMixin:
     _tfp_takes_seed = True
 
     def _init_bayesian(self, num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                       kernel_loc_initializer, check_finite, use_bias, seed, kwargs):
+                       kernel_loc_initializer, validate_args, use_bias, seed, kwargs):
         """Validates the shared arguments; returns the TFP keyword arguments (with `seed`)
         and sets `kwargs["dtype"]` to float32 unless given."""
         self.num_train_examples = check_int("num_train_examples", num_train_examples, low=1)
@@ -241,7 +243,8 @@ class _BayesianMixin:
         self.prior_scale = _check_prior_scale(prior_scale)
         self.posterior_scale_init = check_float("posterior_scale_init", posterior_scale_init)
         self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
-        self.check_finite = check_bool("check_finite", check_finite)
+        self._init_validate_args(_validate_args_or_alias(
+            type(self).__name__, validate_args, "check_finite", kwargs.pop("check_finite", None)))
         use_bias = check_bool("use_bias", use_bias)
         seed = check_int("seed", seed, allow_none=True)
         if kwargs.get("dtype") is None:
@@ -296,10 +299,7 @@ class _BayesianMixin:
         return self.kernel_posterior.distribution.stddev()
 
     def call(self, inputs, use_mean=False):
-        inputs = tf.cast(inputs, self.dtype)
-        if self.check_finite:
-            with tf.control_dependencies([assert_finite(inputs, self.name)]):
-                inputs = tf.identity(inputs)
+        inputs = tf.cast(self._validate_values(tf.convert_to_tensor(inputs)), self.dtype)
         if use_mean:
             outputs = self._apply_kernel(inputs, self.kernel_posterior.distribution.loc)
             if self.bias_posterior is not None:
@@ -325,7 +325,7 @@ class _BayesianMixin:
             "prior_scale": self.prior_scale,
             "posterior_scale_init": self.posterior_scale_init,
             "kernel_loc_initializer": keras.initializers.serialize(self.kernel_loc_initializer),
-            "check_finite": self.check_finite,
+            **self._validate_args_config(),
             "seed": self.seed,
         }
 
@@ -339,15 +339,57 @@ class _BayesianMixin:
         return cls(**config)
 
 
+class _FlipoutSigns:
+    """Flipout's random sign flips, independent per replica (before TFP's Flipout class).
+
+    TFP draws the two Rademacher sign tensors with seeds from
+    `SeedStream(seed, salt)`; an integer seed becomes one stateful op with that
+    op seed, copied into every replica's graph, so every replica would flip the
+    same signs. Here each seed of the stream passes through `_replica_seed`
+    (unchanged with one replica), so the replicas of a multi-replica strategy
+    flip independent signs, the same ones for the same seed. The layer's
+    output is TFP's (Wen et al., 2018, Eq. 4):
+        y = x mu + ((x * s_in) dW) * s_out,   dW ~ N(0, sigma^2).
+    """
+
+    _flipout_salt = None  # TFP's salt: "DenseFlipout" / "ConvFlipout"
+
+    def flipout_signs(self, lead_shape, in_channels, out_channels, dtype):
+        """(s_in, s_out): Rademacher (+-1) tensors of shapes `lead_shape + [in_channels]`
+        and `lead_shape + [out_channels]` (`lead_shape`: an int32 vector)."""
+        stream = SeedStream(self.seed, salt=self._flipout_salt)
+        lead = lead_shape
+        sign_input = tfp.random.rademacher(
+            tf.concat([lead, [in_channels]], 0), dtype=dtype,
+            seed=_replica_seed(stream()))
+        sign_output = tfp.random.rademacher(
+            tf.concat([lead, [out_channels]], 0), dtype=dtype,
+            seed=_replica_seed(stream()))
+        return sign_input, sign_output
+
+    def _kernel_perturbation(self):
+        posterior = self.kernel_posterior
+        if not (isinstance(posterior, tfd.Independent)
+                and isinstance(posterior.distribution, tfd.Normal)):
+            raise TypeError("`{}` needs an Independent(Normal) kernel posterior. Received: "
+                            "{}".format(type(self).__name__, posterior))
+        self.kernel_posterior_affine = tfd.Normal(
+            loc=tf.zeros_like(posterior.distribution.loc), scale=posterior.distribution.scale)
+        self.kernel_posterior_affine_tensor = self.kernel_posterior_tensor_fn(
+            self.kernel_posterior_affine)
+        self.kernel_posterior_tensor = None
+        return posterior.distribution.loc, self.kernel_posterior_affine_tensor
+
+
 class _DenseBase(_BayesianMixin):
     """Constructor, build and config of the Bayesian Dense layers."""
 
     def __init__(self, units, activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
                  prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
-                 check_finite=True, seed=None, **kwargs):
+                 validate_args=None, seed=None, **kwargs):
         units = check_int("units", units, low=1)
         fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                                  kernel_loc_initializer, check_finite, use_bias, seed, kwargs)
+                                  kernel_loc_initializer, validate_args, use_bias, seed, kwargs)
         super().__init__(units, activation=keras.activations.get(activation), **fns, **kwargs)
         self.use_bias = use_bias
         self._add_kl_warmup_weight()
@@ -376,7 +418,7 @@ class _Conv2DBase(_BayesianMixin):
     def __init__(self, filters, kernel_size, strides=1, padding="valid", dilation_rate=1,
                  activation=None, use_bias=True, num_train_examples=1, kl_weight=1.0,
                  prior_scale=1.0, posterior_scale_init=-9.0, kernel_loc_initializer="he_normal",
-                 check_finite=True, seed=None, **kwargs):
+                 validate_args=None, seed=None, **kwargs):
         filters = check_int("filters", filters, low=1)
         kernel_size = _pair("kernel_size", kernel_size)
         strides = _pair("strides", strides)
@@ -384,10 +426,12 @@ class _Conv2DBase(_BayesianMixin):
         if not isinstance(padding, str) or padding.lower() not in ("valid", "same"):
             raise invalid_argument("padding", "one of 'valid', 'same'", padding)
         fns = self._init_bayesian(num_train_examples, kl_weight, prior_scale, posterior_scale_init,
-                                  kernel_loc_initializer, check_finite, use_bias, seed, kwargs)
+                                  kernel_loc_initializer, validate_args, use_bias, seed, kwargs)
         super().__init__(filters, kernel_size, strides=strides, padding=padding.lower(),
                          dilation_rate=dilation_rate, activation=keras.activations.get(activation),
                          **fns, **kwargs)
+        if self.data_format != "channels_last":
+            raise invalid_argument("data_format", "'channels_last'", self.data_format)
         self.use_bias = use_bias
         self._add_kl_warmup_weight()
 
@@ -415,7 +459,7 @@ class _Conv2DBase(_BayesianMixin):
 
 
 @register_serializable
-class FlipoutDense(_DenseBase, tfp.layers.DenseFlipout):
+class FlipoutDense(_FlipoutSigns, _DenseBase, tfp.layers.DenseFlipout):
     """Bayesian Dense layer (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
 
     y = x W + b with W ~ q(W) = N(mu, sigma^2) (mean field), sampled with Flipout
@@ -433,8 +477,17 @@ class FlipoutDense(_DenseBase, tfp.layers.DenseFlipout):
         (Eq. 2 uses 1) or "he" for s = sqrt(2 / fan_in) of this layer's kernel.
       posterior_scale_init: mean of the initial untransformed scale (sigma = softplus).
       kernel_loc_initializer: initializer of the posterior means.
-      check_finite: assert finite inputs (NaN/Inf -> InvalidArgumentError).
-      seed: seed for the Flipout sign flips (None: global seed).
+      validate_args: also check the inputs' values (NaN/Inf -> InvalidArgumentError,
+        empty batch) at every call (`ValidateArgsMixin`); rank, the last
+        dimension and the dtype are always checked. None means
+        `VALIDATE_ARGS_DEFAULT` (False). The older spelling `check_finite` is
+        accepted as a deprecated alias (configs saved with it load with that
+        value); `get_config` writes `validate_args`.
+      seed: seed for the Flipout sign flips (None: global seed). Under a
+        `tf.distribute` strategy with several replicas each replica folds its
+        id into the sign-flip seeds (`_replica_seed`): the replicas flip
+        independent signs, reproducibly for a seed. The kernel perturbation
+        itself is drawn unseeded.
 
     Call arguments:
       inputs: float tensor [batch, ..., in_features].
@@ -446,6 +499,16 @@ class FlipoutDense(_DenseBase, tfp.layers.DenseFlipout):
     Output shape:
       `(batch, ..., units)`, float32.
     """
+
+    _flipout_salt = "DenseFlipout"
+
+    def _apply_variational_kernel(self, inputs):
+        loc, perturbation = self._kernel_perturbation()
+        shape = tf.shape(inputs)
+        sign_input, sign_output = self.flipout_signs(shape[:-1], shape[-1], self.units,
+                                                     inputs.dtype)
+        perturbed = self._apply_kernel(inputs * sign_input, perturbation) * sign_output
+        return self._apply_kernel(inputs, loc) + perturbed
 
 
 @register_serializable
@@ -475,7 +538,7 @@ class ReparameterizationDense(_DenseBase, tfp.layers.DenseReparameterization):
 
 
 @register_serializable
-class FlipoutConv2D(_Conv2DBase, tfp.layers.Convolution2DFlipout):
+class FlipoutConv2D(_FlipoutSigns, _Conv2DBase, tfp.layers.Convolution2DFlipout):
     """Bayesian 2-D convolution (Flipout) with N(0, prior_scale^2) priors and the KL of Eq. 2.
 
     Same posterior, prior and KL as `FlipoutDense`, for a convolution kernel of
@@ -489,7 +552,7 @@ class FlipoutConv2D(_Conv2DBase, tfp.layers.Convolution2DFlipout):
       padding: "valid" or "same".
       dilation_rate: int or pair of ints.
       activation, use_bias, num_train_examples, kl_weight, prior_scale,
-      posterior_scale_init, kernel_loc_initializer, check_finite, seed: as for
+      posterior_scale_init, kernel_loc_initializer, validate_args, seed: as for
         `FlipoutDense`.
 
     Call arguments:
@@ -502,6 +565,20 @@ class FlipoutConv2D(_Conv2DBase, tfp.layers.Convolution2DFlipout):
     Output shape:
       `(batch, new_height, new_width, filters)`, float32.
     """
+
+    _flipout_salt = "ConvFlipout"
+
+    def _apply_variational_kernel(self, inputs):
+        loc, perturbation = self._kernel_perturbation()
+        outputs = self._convolution_op(inputs, loc)
+        # One sign per example and channel, broadcast over height and width.
+        shape = tf.shape(inputs)
+        sign_input, sign_output = self.flipout_signs(shape[:1], shape[-1], self.filters,
+                                                     inputs.dtype)
+        sign_input = sign_input[:, None, None, :]
+        sign_output = sign_output[:, None, None, :]
+        perturbed = self._convolution_op(inputs * sign_input, perturbation) * sign_output
+        return outputs + perturbed
 
 
 @register_serializable

@@ -10,13 +10,18 @@ from keras_efficient.layers.conformer_common import (
 )
 from keras_efficient.layers.conformer_conv import ConformerConvolution
 from keras_efficient.layers.conformer_ffn import ConformerFeedForward
-from keras_efficient.utils.validation import check_float, check_int
+from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
+    check_float,
+    check_int,
+)
 
 __all__ = ["ConformerBlock"]
 
 
 @register_serializable
-class ConformerBlock(keras.layers.Layer):
+class ConformerBlock(ValidateArgsMixin, keras.layers.Layer):
     """A Conformer block whose hidden units can be learned away by adaptive dropout.
 
         x1 = x  + 1/2 FFN_1(x)               (macaron half-step FFN, Eq. 8 site)
@@ -39,6 +44,9 @@ class ConformerBlock(keras.layers.Layer):
       schedule: retention target c(t) shared by all sites (default
         `RetentionTargetSchedule()`).
       alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+      validate_args: also check the block input's values (NaN/Inf, empty batch)
+        at every call (`ValidateArgsMixin`), once for the block (its modules
+        do not check again); rank, model_dim and the dtype are always checked.
 
     Call arguments:
       inputs: [batch, time, model_dim] float tensor.
@@ -60,8 +68,9 @@ class ConformerBlock(keras.layers.Layer):
 
     def __init__(self, model_dim, num_heads, ffn_dim, kernel_size, dropout_rate=0.1,
                  adaptive=True, schedule=None, alpha=1e-7, gamma=1e-5, threshold=None,
-                 inference="hard", seed=None, **kwargs):
+                 inference="hard", seed=None, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.model_dim = check_int("model_dim", model_dim, low=1)
         self.num_heads = check_int("num_heads", num_heads, low=1)
         self.ffn_dim = check_int("ffn_dim", ffn_dim, low=1)
@@ -112,8 +121,7 @@ class ConformerBlock(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):
-        x = tf.debugging.assert_all_finite(
-            inputs, "`{}` received non-finite values (NaN or Inf).".format(self.name))
+        x = self._validate_values(tf.convert_to_tensor(inputs))
         mask = check_time_mask(self.name, mask, x)
         x = x + 0.5 * self.ffn1(x, training=training)
         x = x + self.attention(x, training=training, mask=mask)
@@ -128,6 +136,6 @@ class ConformerBlock(keras.layers.Layer):
         config = super().get_config()
         config.update({"model_dim": self.model_dim, "num_heads": self.num_heads,
                        "ffn_dim": self.ffn_dim, "kernel_size": self.kernel_size,
-                       "dropout_rate": self.dropout_rate})
+                       "dropout_rate": self.dropout_rate, **self._validate_args_config()})
         config.update(self._settings.config())
         return config

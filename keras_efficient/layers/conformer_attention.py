@@ -8,7 +8,7 @@ from keras_efficient.layers.conformer_common import (
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_int
+from keras_efficient.utils.validation import VALIDATE_ARGS_DEFAULT, check_int
 
 __all__ = ["ConformerSelfAttention"]
 
@@ -48,6 +48,8 @@ class ConformerSelfAttention(ConformerModule):
       dropout_rate: ordinary dropout rate on the module output.
       adaptive: insert the query and value AdaptiveDropout sites.
       schedule, alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+      validate_args: also check the input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`); rank, model_dim and the dtype are always checked.
 
     Call arguments:
       inputs: [batch, time, model_dim].
@@ -62,9 +64,10 @@ class ConformerSelfAttention(ConformerModule):
     """
 
     def __init__(self, model_dim, num_heads, dropout_rate=0.1, adaptive=True, schedule=None,
-                 alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None, **kwargs):
+                 alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
-                         inference, seed, **kwargs)
+                         inference, seed, validate_args, **kwargs)
         self.num_heads = check_int("num_heads", num_heads, low=1)
         if self.model_dim % self.num_heads:
             raise ValueError("Invalid value received for argument `num_heads`. Expected a divisor "
@@ -100,7 +103,7 @@ class ConformerSelfAttention(ConformerModule):
         super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):
-        x = self.norm(inputs)
+        x = self.norm(self._validate_values(tf.convert_to_tensor(inputs)))
         q, k, v = self.query(x), self.key(x), self.value(x)
         if self.query_dropout is not None:
             q = self.query_dropout(q, training=training)

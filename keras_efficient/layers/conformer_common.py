@@ -3,6 +3,8 @@
 from keras_efficient.backend import keras, tf
 from keras_efficient.layers.adaptive_dropout import AdaptiveDropout, _resolve_schedule
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_bool,
     check_choice,
     check_float,
@@ -46,16 +48,19 @@ class AdaptiveSettings:
         }
 
 
-class ConformerModule(keras.layers.Layer):
+class ConformerModule(ValidateArgsMixin, keras.layers.Layer):
     """Base of the Conformer modules: width D, output dropout rate and the ADL settings.
 
-    Validates and stores `model_dim`, `dropout_rate` and the `AdaptiveDropout`
-    arguments, exposes `adaptive`, and puts all of them in `get_config`.
+    Validates and stores `model_dim`, `dropout_rate`, `validate_args` and the
+    `AdaptiveDropout` arguments, exposes `adaptive`, and puts all of them in
+    `get_config`. With `validate_args` a module checks its input's values
+    (`ValidateArgsMixin`); its AdaptiveDropout sites do not check again.
     """
 
     def __init__(self, model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
-                 inference, seed, **kwargs):
+                 inference, seed, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.model_dim = check_int("model_dim", model_dim, low=1)
         self.dropout_rate = check_float("dropout_rate", dropout_rate, low=0.0, high=1.0,
                                         high_inclusive=False)
@@ -68,7 +73,8 @@ class ConformerModule(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"model_dim": self.model_dim, "dropout_rate": self.dropout_rate})
+        config.update({"model_dim": self.model_dim, "dropout_rate": self.dropout_rate,
+                       **self._validate_args_config()})
         config.update(self._settings.config())
         return config
 

@@ -6,7 +6,7 @@ from keras_efficient.layers.conformer_common import (
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_int
+from keras_efficient.utils.validation import VALIDATE_ARGS_DEFAULT, check_int
 
 __all__ = ["ConformerConvolution"]
 
@@ -40,6 +40,8 @@ class ConformerConvolution(ConformerModule):
       conv_dim: number of convolution channels C (default: model_dim).
       adaptive: insert the AdaptiveDropout site m (unit axis: the C channels).
       schedule, alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+      validate_args: also check the input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`); rank, model_dim and the dtype are always checked.
 
     Call arguments:
       inputs: [batch, time, model_dim].
@@ -55,9 +57,10 @@ class ConformerConvolution(ConformerModule):
 
     def __init__(self, model_dim, kernel_size, dropout_rate=0.1, conv_dim=None, adaptive=True,
                  schedule=None, alpha=1e-7, gamma=1e-5, threshold=None, inference="hard",
-                 seed=None, **kwargs):
+                 seed=None,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
-                         inference, seed, **kwargs)
+                         inference, seed, validate_args, **kwargs)
         self.kernel_size = check_int("kernel_size", kernel_size, low=1)
         if self.kernel_size % 2 == 0:
             raise ValueError("Invalid value received for argument `kernel_size`. Expected an odd "
@@ -88,7 +91,7 @@ class ConformerConvolution(ConformerModule):
         super().build(input_shape)
 
     def call(self, inputs, training=None, mask=None):
-        h = self.pointwise_in(self.norm(inputs))
+        h = self.pointwise_in(self.norm(self._validate_values(tf.convert_to_tensor(inputs))))
         a, g = tf.split(h, 2, axis=-1)
         z = a * tf.sigmoid(g)
         if self.adaptive_dropout is not None:

@@ -6,7 +6,7 @@ from keras_efficient.layers.conformer_common import (
     build_sublayer,
     check_sequence_input,
 )
-from keras_efficient.utils.validation import check_int
+from keras_efficient.utils.validation import VALIDATE_ARGS_DEFAULT, check_int
 
 __all__ = ["ConformerFeedForward"]
 
@@ -27,6 +27,8 @@ class ConformerFeedForward(ConformerModule):
       dropout_rate: rate of the ordinary dropout on the module output.
       adaptive: insert the AdaptiveDropout site m (unit axis: the hidden units).
       schedule, alpha, gamma, threshold, inference, seed: `AdaptiveDropout` arguments.
+      validate_args: also check the input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`); rank, model_dim and the dtype are always checked.
 
     Call arguments:
       inputs: [batch, time, model_dim].
@@ -40,9 +42,10 @@ class ConformerFeedForward(ConformerModule):
     """
 
     def __init__(self, model_dim, ffn_dim, dropout_rate=0.1, adaptive=True, schedule=None,
-                 alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None, **kwargs):
+                 alpha=1e-7, gamma=1e-5, threshold=None, inference="hard", seed=None,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(model_dim, dropout_rate, adaptive, schedule, alpha, gamma, threshold,
-                         inference, seed, **kwargs)
+                         inference, seed, validate_args, **kwargs)
         self.ffn_dim = check_int("ffn_dim", ffn_dim, low=1)
         self.norm = keras.layers.LayerNormalization(epsilon=1e-5, name="norm")
         self.dense1 = keras.layers.Dense(self.ffn_dim, activation="swish", name="dense1")
@@ -63,7 +66,7 @@ class ConformerFeedForward(ConformerModule):
         super().build(input_shape)
 
     def call(self, inputs, training=None):
-        h = self.dense1(self.norm(inputs))
+        h = self.dense1(self.norm(self._validate_values(tf.convert_to_tensor(inputs))))
         if self.adaptive_dropout is not None:
             h = self.adaptive_dropout(h, training=training)
         return self.dropout(self.dense2(h), training=training)

@@ -1,10 +1,12 @@
 """Gaussian Mixture Classifier (GMC) of ReBEL (Castellano et al., 2022, Sec. V, Fig. 5)."""
 
 import math
+import warnings
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
-    assert_finite,
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_bool,
     check_choice,
     check_int,
@@ -30,6 +32,27 @@ def gaussian_mixture_params_size(num_classes, components_per_class, dim, covaria
     return num_classes * components_per_class * per_component
 
 
+def _validate_args_or_alias(cls_name, validate_args, old_name, old_value):
+    """`validate_args` from the argument and its deprecated older spelling `old_name`.
+
+    None means "not given" for both: neither given gives `VALIDATE_ARGS_DEFAULT`;
+    only the old one given gives its value (with a DeprecationWarning), so configs
+    saved with the old key load unchanged; both given must agree. Shared by the
+    layers that had their own spelling before the `validate_args` convention.
+    """
+    if old_value is None:
+        return VALIDATE_ARGS_DEFAULT if validate_args is None else validate_args
+    old_value = check_bool(old_name, old_value)
+    if validate_args is not None and check_bool("validate_args", validate_args) != old_value:
+        raise ValueError(
+            "`{0}` received `validate_args={1}` and its deprecated alias `{2}={3}`, which "
+            "disagree. Pass only `validate_args`. Received: validate_args={1}, {2}={3}".format(
+                cls_name, validate_args, old_name, old_value))
+    warnings.warn("`{}`: the argument `{}` is deprecated; use `validate_args`.".format(
+        cls_name, old_name), DeprecationWarning, stacklevel=3)
+    return old_value
+
+
 def _fill_lower_triangular(entries, dim):
     """Maps [..., d(d+1)/2] free entries to lower-triangular [..., d, d] matrices.
 
@@ -46,7 +69,7 @@ def _fill_lower_triangular(entries, dim):
 
 
 @register_serializable
-class GaussianMixtureClassifier(keras.layers.Layer):
+class GaussianMixtureClassifier(ValidateArgsMixin, keras.layers.Layer):
     """Classifies embeddings with a mixture of K Gaussians per class (ReBEL, Eq. 6).
 
     Each component (c, k) has a weight π_ck, a mean μ_ck and a covariance Σ_ck,
@@ -80,7 +103,11 @@ class GaussianMixtureClassifier(keras.layers.Layer):
       scale_initializer: initializer of the free entries of L⁽ᵖ⁾. Must not be all
         zeros: Σ is quadratic in L⁽ᵖ⁾, so L⁽ᵖ⁾ = 0 is a stationary point.
       mixture_initializer: initializer of π⁽ᵖ⁾ (C, K).
-      validate_inputs: assert at run time that embeddings are finite.
+      validate_args: also check the embeddings' values (NaN/Inf, empty batch) at
+        every call (`ValidateArgsMixin`); rank, d and the dtype are always
+        checked. None means `VALIDATE_ARGS_DEFAULT` (False). The older spelling
+        `validate_inputs` is accepted as a deprecated alias (configs saved with
+        it load with that value); `get_config` writes `validate_args`.
 
     Call arguments:
       inputs: embeddings z, float tensor (batch, d).
@@ -94,7 +121,10 @@ class GaussianMixtureClassifier(keras.layers.Layer):
 
     def __init__(self, num_classes, components_per_class=8, covariance="full",
                  mean_initializer="random_normal", scale_initializer=None,
-                 mixture_initializer="zeros", validate_inputs=True, **kwargs):
+                 mixture_initializer="zeros", validate_args=None, **kwargs):
+        validate_args = _validate_args_or_alias(type(self).__name__, validate_args,
+                                                "validate_inputs",
+                                                kwargs.pop("validate_inputs", None))
         # Always float32 (like a final softmax under mixed precision): the inputs are
         # cast up, the Cholesky solve and log-sum-exps run and return in float32.
         kwargs.setdefault("dtype", "float32")
@@ -110,7 +140,7 @@ class GaussianMixtureClassifier(keras.layers.Layer):
             raise invalid_argument("scale_initializer", "a non-zero initializer (L = 0 is a "
                                    "stationary point of Σ = LᵀL + I)", scale_initializer)
         self.mixture_initializer = keras.initializers.get(mixture_initializer)
-        self.validate_inputs = check_bool("validate_inputs", validate_inputs)
+        self._init_validate_args(validate_args)
         self.dim = None
 
     def build(self, input_shape):
@@ -231,10 +261,7 @@ class GaussianMixtureClassifier(keras.layers.Layer):
         return class_log - tf.reduce_logsumexp(class_log, axis=-1, keepdims=True)
 
     def call(self, inputs):
-        z = tf.convert_to_tensor(inputs)
-        if self.validate_inputs:
-            with tf.control_dependencies([assert_finite(z, self.name)]):
-                z = tf.identity(z)
+        z = self._validate_values(tf.convert_to_tensor(inputs))
         return self.log_class_probs(z)
 
     def compute_output_shape(self, input_shape):
@@ -267,7 +294,7 @@ class GaussianMixtureClassifier(keras.layers.Layer):
             "mean_initializer": keras.initializers.serialize(self.mean_initializer),
             "scale_initializer": keras.initializers.serialize(self.scale_initializer),
             "mixture_initializer": keras.initializers.serialize(self.mixture_initializer),
-            "validate_inputs": self.validate_inputs,
+            **self._validate_args_config(),
         })
         return config
 

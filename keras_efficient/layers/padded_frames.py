@@ -2,7 +2,13 @@
 padding, and padded output frames turned into certain blanks."""
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.utils.validation import check_float, check_input_rank, check_int
+from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
+    check_float,
+    check_input_rank,
+    check_int,
+)
 
 __all__ = ["SubsampledTimeMask", "CTCBlankPadding"]
 
@@ -16,7 +22,7 @@ def frame_lengths(features):
 
 
 @register_serializable
-class SubsampledTimeMask(keras.layers.Layer):
+class SubsampledTimeMask(ValidateArgsMixin, keras.layers.Layer):
     """Zeroes the padded frames of a subsampled tensor and attaches their time mask.
 
     Call on `[x, features]`: returns `x * mask` (frames past the subsampled
@@ -34,6 +40,9 @@ class SubsampledTimeMask(keras.layers.Layer):
     Args:
       strides: time strides of the subsampling layers between `features` and `x`
         (e.g. (2, 2) for two stride-2 convolutions).
+      validate_args: also check the values of x and features (NaN/Inf, empty
+        batch) at every call (`ValidateArgsMixin`); the number of inputs, the
+        rank of features and the dtypes are always checked.
 
     Call arguments:
       inputs: `[x, features]`, x `[batch, time', ...]` (any rank >= 2),
@@ -46,8 +55,9 @@ class SubsampledTimeMask(keras.layers.Layer):
       x's shape; the mask is `[batch, time']` boolean.
     """
 
-    def __init__(self, strides=(2, 2), **kwargs):
+    def __init__(self, strides=(2, 2), validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         if not isinstance(strides, (list, tuple)):
             raise TypeError("Invalid type for argument `strides`. Expected a list or tuple of "
                             "ints. Received: strides={!r}".format(strides))
@@ -73,6 +83,8 @@ class SubsampledTimeMask(keras.layers.Layer):
 
     def call(self, inputs):
         x, features = inputs
+        x = self._validate_values(tf.convert_to_tensor(x))
+        features = self._validate_values(tf.convert_to_tensor(features))
         mask = self._mask(x, features)
         keep = tf.cast(mask, x.dtype)
         keep = tf.reshape(keep, tf.concat([tf.shape(keep), tf.ones([x.shape.rank - 2], tf.int32)],
@@ -89,12 +101,12 @@ class SubsampledTimeMask(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"strides": list(self.strides)})
+        config.update({"strides": list(self.strides), **self._validate_args_config()})
         return config
 
 
 @register_serializable
-class CTCBlankPadding(keras.layers.Layer):
+class CTCBlankPadding(ValidateArgsMixin, keras.layers.Layer):
     """Makes every padded frame a certain CTC blank, so a full-length CTC loss is exact.
 
         y[t] = logits[t]                                 where mask[t]
@@ -110,6 +122,8 @@ class CTCBlankPadding(keras.layers.Layer):
 
     Args:
       padding_logit: magnitude of the non-blank logits at padded frames (> 0).
+      validate_args: also check the logits' values (NaN/Inf, empty batch) at
+        every call (`ValidateArgsMixin`); rank and dtype are always checked.
 
     Call arguments:
       inputs: logits `[batch, time, vocab + 1]`.
@@ -122,8 +136,9 @@ class CTCBlankPadding(keras.layers.Layer):
       Same as the input.
     """
 
-    def __init__(self, padding_logit=1e4, **kwargs):
+    def __init__(self, padding_logit=1e4, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.padding_logit = check_float("padding_logit", padding_logit, low=0.0,
                                          low_inclusive=False)
         self.supports_masking = True
@@ -133,6 +148,7 @@ class CTCBlankPadding(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs, mask=None):
+        inputs = self._validate_values(tf.convert_to_tensor(inputs))
         if mask is None:
             return inputs
         classes = tf.shape(inputs)[-1]
@@ -148,5 +164,5 @@ class CTCBlankPadding(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update({"padding_logit": self.padding_logit})
+        config.update({"padding_logit": self.padding_logit, **self._validate_args_config()})
         return config

@@ -9,6 +9,8 @@ import tensorflow_probability as tfp
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     assert_finite,
     check_bool,
     check_choice,
@@ -26,7 +28,7 @@ _CONVERT_FNS = {
 
 
 @register_serializable
-class MultivariateNormalHead(keras.layers.Layer):
+class MultivariateNormalHead(ValidateArgsMixin, keras.layers.Layer):
     """Dense layer followed by a full-covariance multivariate normal distribution.
 
     The input features h are mapped by a Dense layer to
@@ -46,8 +48,15 @@ class MultivariateNormalHead(keras.layers.Layer):
         for the Dense layer (Keras identifiers or objects).
       convert_to_tensor: "mean" (default) or "sample": what the output becomes when
         used as a plain tensor (e.g. by a Keras metric such as "mae").
-      validate_args: passed to the distribution.
-      check_finite: assert that the input features are finite (NaN/Inf -> error).
+      validate_args: check the features' values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`) and pass `validate_args=True` to the
+        distribution (TFP's own argument checks); rank, the last dimension and
+        the dtype are always checked.
+      check_finite: only the finiteness check of the features (NaN/Inf ->
+        InvalidArgumentError), also without `validate_args`. On by default on
+        this head, unlike the `validate_args` convention: a model ending in it
+        (`models.galaxy_shape_estimator`) rejects NaN images once, at the head,
+        for the price of one reduction over the features.
       params_layer: optional layer (or its Keras config) that replaces the Dense
         layer, e.g. `FlipoutDense(params_size(d), ...)` for a Bayesian head; it must
         output `params_size(event_size)` features. When given, the initializer and
@@ -66,12 +75,13 @@ class MultivariateNormalHead(keras.layers.Layer):
 
     def __init__(self, event_size, kernel_initializer="glorot_uniform", bias_initializer="zeros",
                  kernel_regularizer=None, bias_regularizer=None, convert_to_tensor="mean",
-                 validate_args=False, check_finite=True, params_layer=None, **kwargs):
+                 validate_args=VALIDATE_ARGS_DEFAULT, check_finite=True, params_layer=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.event_size = check_int("event_size", event_size, low=1)
         self.convert_to_tensor = check_choice("convert_to_tensor", convert_to_tensor,
                                               tuple(_CONVERT_FNS))
-        self.validate_args = check_bool("validate_args", validate_args)
+        self._init_validate_args(validate_args)
         self.check_finite = check_bool("check_finite", check_finite)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.bias_initializer = keras.initializers.get(bias_initializer)
@@ -121,8 +131,8 @@ class MultivariateNormalHead(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        inputs = tf.cast(inputs, tf.float32)
-        if self.check_finite:
+        inputs = tf.cast(self._validate_values(tf.convert_to_tensor(inputs)), tf.float32)
+        if self.check_finite and not self.validate_args:
             with tf.control_dependencies([assert_finite(inputs, self.name)]):
                 inputs = tf.identity(inputs)
         params = self.params(inputs)

@@ -3,6 +3,8 @@
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.layers.pointwise_conv import StridedPointwiseConv2D
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_float,
     check_input_rank,
     check_int,
@@ -13,7 +15,7 @@ __all__ = ["ResidualBlock"]
 
 
 @register_serializable
-class ResidualBlock(keras.layers.Layer):
+class ResidualBlock(ValidateArgsMixin, keras.layers.Layer):
     """y = relu(BN(conv3x3(relu(BN(conv3x3(x))))) + shortcut(x)).
 
     The shortcut is the identity when the block keeps its input shape, else a
@@ -30,13 +32,18 @@ class ResidualBlock(keras.layers.Layer):
       bn_momentum: momentum of the BatchNormalization moving statistics. The
         default 0.9 is the common CIFAR ResNet setting (PyTorch's momentum 0.1);
         Keras's own default, 0.99, needs several times more steps to settle.
+      validate_args: also check the input values (NaN/Inf, empty batch) at
+        every call (`ValidateArgsMixin`); rank, channels and the dtype are
+        always checked.
 
     Input shape: `[batch, height, width, channels]`.
     Output shape: `[batch, height / strides, width / strides, filters]`.
     """
 
-    def __init__(self, filters, strides=1, weight_decay=0.0, bn_momentum=0.9, **kwargs):
+    def __init__(self, filters, strides=1, weight_decay=0.0, bn_momentum=0.9,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.filters = check_int("filters", filters, low=1)
         self.strides = check_int("strides", strides, low=1, high=2)
         self.weight_decay = check_float("weight_decay", weight_decay, low=0.0)
@@ -85,6 +92,7 @@ class ResidualBlock(keras.layers.Layer):
         return self.built and self.shortcut is None
 
     def call(self, inputs, training=None):
+        inputs = self._validate_values(tf.convert_to_tensor(inputs))
         h = tf.nn.relu(self.bn1(self.conv1(inputs), training=training))
         h = self.bn2(self.conv2(h), training=training)
         s = inputs
@@ -102,5 +110,6 @@ class ResidualBlock(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"filters": self.filters, "strides": self.strides,
-                       "weight_decay": self.weight_decay, "bn_momentum": self.bn_momentum})
+                       "weight_decay": self.weight_decay, "bn_momentum": self.bn_momentum,
+                       **self._validate_args_config()})
         return config

@@ -1,9 +1,11 @@
 """ReBEL's variational head: Head₁ (image → Gaussian posterior) and Head₂ (z → teacher tensor)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.gaussian_mixture_classifier import _validate_args_or_alias
 from keras_efficient.layers.gdn import GDN
 from keras_efficient.utils.validation import (
-    assert_finite,
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_bool,
     check_float,
     check_int,
@@ -41,7 +43,7 @@ def _int_tuple(name, value, low=1):
 
 
 @register_serializable
-class VariationalHead(keras.layers.Layer):
+class VariationalHead(ValidateArgsMixin, keras.layers.Layer):
     """Head₁ of ReBEL (Fig. 3): convolutions with GDN emitting a diagonal Gaussian posterior.
 
     len(filters) convolutions, each followed by `keras_efficient.layers.GDN`, then
@@ -66,6 +68,9 @@ class VariationalHead(keras.layers.Layer):
       strides: stride of each hidden convolution (same length as `filters`).
       sample_at_inference: draw z ~ N(μ, σ) also when training=False.
       log_variance_min, log_variance_max: clip range of s(x).
+      validate_args: also check the images' values (NaN/Inf, empty batch) at
+        every call (`ValidateArgsMixin`); rank, channels and the dtype are
+        always checked.
 
     Call arguments:
       inputs: images (batch, H, W, channels).
@@ -81,8 +86,9 @@ class VariationalHead(keras.layers.Layer):
 
     def __init__(self, filters=(64, 64, 64), latent_channels=3, kernel_size=3, strides=(2, 1, 1),
                  sample_at_inference=False, log_variance_min=-8.0, log_variance_max=8.0,
-                 **kwargs):
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.filters = _int_tuple("filters", filters)
         self.latent_channels = check_int("latent_channels", latent_channels, low=1)
         self.kernel_size = check_int("kernel_size", kernel_size, low=1)
@@ -130,7 +136,7 @@ class VariationalHead(keras.layers.Layer):
         return out[..., :self.latent_channels], out[..., self.latent_channels:]
 
     def call(self, inputs, training=None):
-        mean, log_var = self.posterior(inputs)
+        mean, log_var = self.posterior(self._validate_values(tf.convert_to_tensor(inputs)))
         log_var = tf.clip_by_value(log_var, self.log_variance_min, self.log_variance_max)
         variance = tf.exp(log_var)
         if training is None or isinstance(training, bool):
@@ -166,12 +172,13 @@ class VariationalHead(keras.layers.Layer):
             "sample_at_inference": self.sample_at_inference,
             "log_variance_min": self.log_variance_min,
             "log_variance_max": self.log_variance_max,
+            **self._validate_args_config(),
         })
         return config
 
 
 @register_serializable
-class BottleneckDecoder(keras.layers.Layer):
+class BottleneckDecoder(ValidateArgsMixin, keras.layers.Layer):
     """Head₂ of ReBEL (Fig. 3): convolutions with GDN mapping z to the teacher's tensor v'.
 
     No deconvolutions (Sec. III-A): if z is spatially larger than the target by an
@@ -184,8 +191,13 @@ class BottleneckDecoder(keras.layers.Layer):
       target_shape: (H, W, C) of the teacher's intermediate tensor v = H(x).
       filters: channels of the hidden convolutions (each followed by GDN).
       kernel_size: odd kernel size ("same" padding).
-      validate_inputs: assert at run time that z is finite (the server side of a
-        split deployment receives z over a network).
+      validate_args: also check z's values (NaN/Inf, empty batch) at every call
+        (`ValidateArgsMixin`), e.g. on the server side of a split deployment,
+        which receives z over a network; rank, spatial size, channels and the
+        dtype are always checked. None means `VALIDATE_ARGS_DEFAULT` (False).
+        The older spelling `validate_inputs` is accepted as a deprecated alias
+        (configs saved with it load with that value); `get_config` writes
+        `validate_args`.
 
     Call arguments:
       inputs: z, (batch, h, w, latent_channels).
@@ -197,9 +209,13 @@ class BottleneckDecoder(keras.layers.Layer):
       (batch, H, W, C).
     """
 
-    def __init__(self, target_shape, filters=(64, 64, 64), kernel_size=3, validate_inputs=True,
+    def __init__(self, target_shape, filters=(64, 64, 64), kernel_size=3, validate_args=None,
                  **kwargs):
+        validate_args = _validate_args_or_alias(type(self).__name__, validate_args,
+                                                "validate_inputs",
+                                                kwargs.pop("validate_inputs", None))
         super().__init__(**kwargs)
+        self._init_validate_args(validate_args)
         self.target_shape = _int_tuple("target_shape", target_shape)
         if len(self.target_shape) != 3:
             raise invalid_argument("target_shape", "(H, W, C)", target_shape)
@@ -207,7 +223,6 @@ class BottleneckDecoder(keras.layers.Layer):
         self.kernel_size = check_int("kernel_size", kernel_size, low=1)
         if self.kernel_size % 2 == 0:
             raise invalid_argument("kernel_size", "an odd integer", kernel_size)
-        self.validate_inputs = check_bool("validate_inputs", validate_inputs)
         self.upsample = None
         self.convs, self.gdns = [], []
         self.output_conv = keras.layers.Conv2D(self.target_shape[-1], self.kernel_size,
@@ -246,10 +261,7 @@ class BottleneckDecoder(keras.layers.Layer):
         super().build(input_shape)
 
     def call(self, inputs):
-        x = tf.convert_to_tensor(inputs)
-        if self.validate_inputs:
-            with tf.control_dependencies([assert_finite(x, self.name)]):
-                x = tf.identity(x)
+        x = self._validate_values(tf.convert_to_tensor(inputs))
         if self.upsample is not None:
             x = self.upsample(x)
         for conv, gdn in zip(self.convs, self.gdns):
@@ -265,6 +277,6 @@ class BottleneckDecoder(keras.layers.Layer):
             "target_shape": list(self.target_shape),
             "filters": list(self.filters),
             "kernel_size": self.kernel_size,
-            "validate_inputs": self.validate_inputs,
+            **self._validate_args_config(),
         })
         return config

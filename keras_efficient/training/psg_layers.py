@@ -29,7 +29,8 @@ from keras_efficient.training.psg import (
     validate_psg_config,
 )
 from keras_efficient.utils.validation import (
-    assert_finite,
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     check_input_rank,
     check_last_dim_defined,
     invalid_argument,
@@ -41,10 +42,12 @@ PSG_CONFIG_KEYS = ("input_bits", "weight_bits", "grad_bits", "input_msb_bits", "
                    "beta")
 
 
-class _PSGMixin:
-    """Shared PSG configuration, the fraction weight and the metric."""
+class _PSGMixin(ValidateArgsMixin):
+    """Shared PSG configuration, the fraction weight, the metric and `validate_args`."""
 
-    def _init_psg(self, input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta):
+    def _init_psg(self, input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta,
+                  validate_args):
+        self._init_validate_args(validate_args)
         self.psg_config = validate_psg_config(input_bits, weight_bits, grad_bits, input_msb_bits,
                                               grad_msb_bits, beta)
         for key, value in self.psg_config.items():
@@ -85,8 +88,7 @@ class _PSGMixin:
 
     def call(self, inputs, training=None):
         """Quantised forward pass (float32 inside) whose backward pass is `_forward`'s."""
-        x = tf.cast(inputs, tf.float32)
-        assert_finite(x, self.name)
+        x = tf.cast(self._validate_values(tf.convert_to_tensor(inputs)), tf.float32)
         kernel = tf.cast(self.kernel, tf.float32)
         bias = (tf.cast(self.bias, tf.float32) if self.use_bias
                 else tf.zeros([self.kernel.shape[-1]]))
@@ -97,6 +99,7 @@ class _PSGMixin:
 
     def _psg_get_config(self, config):
         config.update(self.psg_config)
+        config.update(self._validate_args_config())
         return config
 
 
@@ -114,6 +117,9 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
       input_msb_bits: B_x^msb <= B_x, predictor width of the activations (default 4).
       grad_msb_bits: B_g^msb <= B_g, predictor width of the output gradient (default 10).
       beta: β in [0, 1], τ = β·max|g_w^msb| (default 0.05).
+      validate_args: also check the input values (NaN/Inf, empty batch) at every
+        call (`ValidateArgsMixin`); rank, the last dimension and the dtype are
+        always checked.
       **kwargs: the arguments of `keras.layers.Dense`.
 
     Call arguments:
@@ -124,9 +130,10 @@ class PSGDense(_PSGMixin, keras.layers.Dense):
     """
 
     def __init__(self, units, input_bits=8, weight_bits=8, grad_bits=16, input_msb_bits=4,
-                 grad_msb_bits=10, beta=0.05, **kwargs):
+                 grad_msb_bits=10, beta=0.05, validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(units, **kwargs)
-        self._init_psg(input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta)
+        self._init_psg(input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta,
+                       validate_args)
 
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, min_rank=2)
@@ -169,7 +176,8 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
 
     Args:
       filters, kernel_size: as in `keras.layers.Conv2D`.
-      input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta: as in `PSGDense`.
+      input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta, validate_args:
+        as in `PSGDense`.
       **kwargs: the other arguments of `keras.layers.Conv2D` (padding "valid" or
         "same", `data_format="channels_last"`, `dilation_rate=1`, `groups=1`).
 
@@ -182,7 +190,8 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
     """
 
     def __init__(self, filters, kernel_size, input_bits=8, weight_bits=8, grad_bits=16,
-                 input_msb_bits=4, grad_msb_bits=10, beta=0.05, **kwargs):
+                 input_msb_bits=4, grad_msb_bits=10, beta=0.05,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         super().__init__(filters, kernel_size, **kwargs)
         if self.data_format != "channels_last":
             raise invalid_argument("data_format", "'channels_last'", self.data_format)
@@ -192,7 +201,8 @@ class PSGConv2D(_PSGMixin, keras.layers.Conv2D):
             raise invalid_argument("groups", "1", self.groups)
         if self.padding not in ("valid", "same"):
             raise invalid_argument("padding", "'valid' or 'same'", self.padding)
-        self._init_psg(input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta)
+        self._init_psg(input_bits, weight_bits, grad_bits, input_msb_bits, grad_msb_bits, beta,
+                       validate_args)
 
     def build(self, input_shape):
         check_input_rank(self.name, input_shape, rank=4)

@@ -30,7 +30,8 @@ def _logistic_expectation_of_sigmoid_prime(beta, power=1, upper=60.0):
 def test_run_layer_test_2d():
     run_layer_test(
         AdaptiveDropout,
-        dict(schedule=RetentionTargetSchedule(3.0, -1.0, 10), alpha=1e-3, gamma=1e-2, seed=1),
+        dict(schedule=RetentionTargetSchedule(3.0, -1.0, 10), alpha=1e-3, gamma=1e-2, seed=1,
+             validate_args=True),
         input_shape=(4, 6),
         expected_output_shape=(4, 6),
         expected_num_trainable_weights=1,

@@ -77,7 +77,8 @@ def test_box_muller_draws_are_standard_normal(shape):
 @pytest.mark.parametrize("cls", [FlipoutDense, ReparameterizationDense])
 def test_dense_contract(cls):
     run_layer_test(
-        cls, {"units": 3, "num_train_examples": 100, "activation": "relu"},
+        cls, {"units": 3, "num_train_examples": 100, "activation": "relu",
+              "validate_args": True},
         input_shape=(4, 5), call_kwargs={"use_mean": True},
         expected_output_shape=(4, 3), expected_output_dtype="float32",
         expected_num_trainable_weights=3, expected_num_non_trainable_weights=1,  # kl_warmup
@@ -89,7 +90,7 @@ def test_dense_contract(cls):
 def test_conv2d_contract(cls):
     run_layer_test(
         cls, {"filters": 4, "kernel_size": 3, "strides": 2, "padding": "same",
-                        "num_train_examples": 100},
+                        "num_train_examples": 100, "validate_args": True},
         input_shape=(2, 8, 8, 3), call_kwargs={"use_mean": True},
         expected_output_shape=(2, 4, 4, 4), expected_output_dtype="float32",
         expected_num_trainable_weights=3, expected_num_non_trainable_weights=1,

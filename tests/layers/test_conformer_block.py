@@ -20,7 +20,8 @@ SMALL = dict(model_dim=8, num_heads=2, ffn_dim=12, kernel_size=3, dropout_rate=0
 
 def test_run_layer_test_adaptive_block():
     run_layer_test(
-        ConformerBlock, dict(SMALL, schedule=RetentionTargetSchedule(2.0, -1.0, 10), seed=1),
+        ConformerBlock, dict(SMALL, schedule=RetentionTargetSchedule(2.0, -1.0, 10), seed=1,
+                            validate_args=True),
         input_shape=(2, 6, 8), expected_output_shape=(2, 6, 8),
         # 5 ADL sites: 5 retention parameters and 5 step counters (+2 BatchNorm statistics).
         expected_num_trainable_weights=33 + 5, expected_num_non_trainable_weights=2 + 5,

@@ -91,7 +91,8 @@ def test_params_size():
 def test_run_layer_test(covariance):
     run_layer_test(
         GaussianMixtureClassifier,
-        {"num_classes": 3, "components_per_class": 2, "covariance": covariance},
+        {"num_classes": 3, "components_per_class": 2, "covariance": covariance,
+         "validate_args": True},
         input_shape=(4, 5),
         expected_output_shape=(4, 3),
         expected_output_dtype="float32",
@@ -122,7 +123,7 @@ def test_bad_rank():
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
 def test_non_finite_embeddings(bad):
-    layer = GaussianMixtureClassifier(3, 2, covariance="diag")
+    layer = GaussianMixtureClassifier(3, 2, covariance="diag", validate_args=True)
     z = np.zeros((2, 4), "float32")
     z[1, 2] = bad
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
@@ -139,6 +140,7 @@ def test_non_finite_embeddings(bad):
     ({"num_classes": 3, "covariance": "tied"}, "covariance"),
     ({"num_classes": 3, "scale_initializer": "zeros"}, "scale_initializer"),
     ({"num_classes": 3, "validate_inputs": 1}, "validate_inputs"),
+    ({"num_classes": 3, "validate_args": 1}, "validate_args"),
 ])
 def test_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

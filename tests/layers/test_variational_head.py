@@ -57,7 +57,8 @@ def test_head_variance_is_exp_of_clipped_log_variance():
 
 def test_decoder_run_layer_test():
     run_layer_test(
-        BottleneckDecoder, {"target_shape": [4, 4, 5], "filters": [6]}, input_shape=(4, 4, 4, 2),
+        BottleneckDecoder, {"target_shape": [4, 4, 5], "filters": [6], "validate_args": True},
+        input_shape=(4, 4, 4, 2),
         expected_output_shape=(4, 4, 4, 5), expected_num_trainable_weights=6,
         expected_num_losses=0, expect_nan_error=True, rtol=1e-5, atol=1e-5)
 
@@ -96,7 +97,8 @@ def test_head_bad_arguments(kwargs, match):
     ({"target_shape": (4, 0, 3)}, "target_shape"),
     ({"target_shape": None}, "target_shape"),
     ({"target_shape": (4, 4, 3), "kernel_size": 0}, "kernel_size"),
-    ({"target_shape": (4, 4, 3), "validate_inputs": None}, "validate_inputs"),
+    ({"target_shape": (4, 4, 3), "validate_inputs": "yes"}, "validate_inputs"),
+    ({"target_shape": (4, 4, 3), "validate_args": 1}, "validate_args"),
 ])
 def test_decoder_bad_arguments(kwargs, match):
     with pytest.raises((ValueError, TypeError), match=match):

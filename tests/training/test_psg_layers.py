@@ -94,14 +94,15 @@ PSG_DISTRIBUTED = dict(distributed_gradients=False, distributed_rtol=2e-2, distr
 
 
 def test_dense_layer_contract():
-    run_layer_test(PSGDense, dict(units=3, beta=0.1), input_shape=(4, 5),
+    run_layer_test(PSGDense, dict(units=3, beta=0.1, validate_args=True), input_shape=(4, 5),
                    expected_output_shape=(4, 3), expected_num_trainable_weights=2,
                    expected_num_non_trainable_weights=1, supports_jit=True, expect_nan_error=True,
                    **PSG_DISTRIBUTED)
 
 
 def test_conv_layer_contract():
-    run_layer_test(PSGConv2D, dict(filters=2, kernel_size=3, padding="same", strides=2),
+    run_layer_test(PSGConv2D, dict(filters=2, kernel_size=3, padding="same", strides=2,
+                                   validate_args=True),
                    input_shape=(2, 6, 6, 3), expected_output_shape=(2, 3, 3, 2),
                    expected_num_trainable_weights=2, expected_num_non_trainable_weights=1,
                    supports_jit=True, expect_nan_error=True, **PSG_DISTRIBUTED)
