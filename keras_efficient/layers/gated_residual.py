@@ -2,10 +2,13 @@
 
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.recurrent_gate import RecurrentGate, _set_context, gate_context
+from keras_efficient.layers.recurrent_gate import RecurrentGate
 from keras_efficient.training.flops import residual_block_flops
 from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
     assert_finite,
+    check_bool,
     check_choice,
     check_float,
     check_input_rank,
@@ -17,12 +20,51 @@ from keras_efficient.utils.validation import (
 __all__ = ["GatedResidualBlock"]
 
 
-def _usable_state(state):
-    """False for a state left by another graph (e.g. Keras's per-layer shape-inference graphs)."""
-    t = state[0]
-    if tf.executing_eagerly():
-        return not tf.is_symbolic_tensor(t)
-    return tf.is_symbolic_tensor(t) and t.graph is tf.compat.v1.get_default_graph()
+def _current_graph():
+    """The graph being built (None when executing eagerly)."""
+    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
+
+
+def _replica_id():
+    context = tf.distribute.get_replica_context()
+    if context is None:
+        return 0
+    value = tf.get_static_value(context.replica_id_in_sync_group)
+    return 0 if value is None else int(value)
+
+
+class _LegacyState:
+    """The last state a block left for a block of the legacy implicit form (see `GatedResidualBlock`).
+
+    A plain object (not tracked or saved): one `(graph, [h, c])` per replica, so
+    that a reader can tell a state of its own graph and replica from one left
+    elsewhere, and raise instead of using it.
+    """
+
+    def __init__(self):
+        self.entries = {}
+
+    def put(self, state):
+        self.entries[_replica_id()] = (_current_graph(), list(state))
+
+    def get(self):
+        entry = self.entries.get(_replica_id())
+        if entry is None or entry[0] is not _current_graph():
+            return None
+        state = entry[1]
+        if _current_graph() is None and any(tf.is_symbolic_tensor(t) for t in state):
+            return None
+        return state
+
+
+class _GateSlot:
+    """Holds the `RecurrentGate` a block shares with its owner, and for the legacy form the
+    block it reads the state from (plain object: Keras neither tracks nor saves them, so the
+    gate's weights are saved once, with the owner)."""
+
+    def __init__(self, gate=None):
+        self.gate = gate
+        self.source = None
 
 
 @tf.custom_gradient
@@ -92,7 +134,7 @@ class _BudgetSlot:
 
 
 @register_serializable
-class GatedResidualBlock(keras.layers.Layer):
+class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
     """Runs an identity-shaped residual block only for the samples whose gate is open.
 
     Gate (SkipNet's recurrent gate): z_k = P_k · GAP(x) (a per-block projection),
@@ -142,13 +184,35 @@ class GatedResidualBlock(keras.layers.Layer):
     (`keras_efficient.training.skip_budget`) adds its multiplier λ to α: the
     block's loss is then (α + λ) · (FLOPs_k / FLOPs_total) · mean_batch(d̂_k).
 
-    Gate sharing: the first gated block of a network owns the `RecurrentGate`
-    (`gate=RecurrentGate(...)`); later blocks take `gate=None` and use the owner's
-    gate and recurrent state, passed along the forward pass in a per-thread context.
+    Gate sharing and the recurrent state: pass one `RecurrentGate` object to
+    every gated block of a network. The first block constructed with it owns it
+    (tracks and saves its weights, config `gate`: the gate's config); the others
+    share it (config `gate`: the gate's name). The LSTM state (h, c) is explicit:
+    a block built with `return_state=True` returns `[y, h, c]`, and the next one
+    is called as `block(y, state=[h, c])`. The owner may be called without a
+    state (it starts from (h_0, c_0) = 0); a sharing block called without one
+    raises ValueError. In a functional model a sharing block is linked to the
+    gate of the block that produced its `state` when it is called, so a model
+    rebuilt from its config (`from_config`, `.keras`, SavedModel) shares one gate
+    again; the state may skip other layers (shape-changing blocks) on its way.
+
+    Legacy implicit form (configs of earlier releases: `gate=None`, called on a
+    single tensor, no `return_state`): in a functional model the block shares the
+    gate of the nearest gated block upstream of its input, and reads the state
+    that block left in the same graph and replica during the same forward pass.
+    If that state is missing or comes from another graph or replica (the block
+    run on its own, in a separate `tf.function`, or a new-form block upstream) it
+    raises ValueError instead of restarting from zero. It supports one chain of
+    blocks run as a whole model; rebuild such models with `gated_resnet` (and
+    copy the weights) for anything else. While Keras builds a functional model
+    (symbolic shape inference) it uses the zero state; those values are never
+    computed.
 
     Args:
       block: an identity-shaped residual layer (a `ResidualBlock`), or its config.
-      gate: a `RecurrentGate` (this block owns it and restarts the recurrence) or None.
+      gate: a `RecurrentGate` (owned by the first block constructed with it, shared by
+        the others), its config (owner), its name (a block sharing a gate owned by a
+        block upstream in the same functional model), or None (legacy implicit form).
       projection_dim: size of the projected pooled features fed to the LSTM.
       mode: "gather" or "mask".
       flops_weight: α of Eq. (1), >= 0.
@@ -157,9 +221,18 @@ class GatedResidualBlock(keras.layers.Layer):
       open_steps: number of training steps (counted by `gate_step`) during which
         every gate is forced open and not trained; 0: the gates decide from the
         first step.
+      return_state: return `[y, h, c]` (the output and the gate's new LSTM state)
+        instead of y.
+      validate_args: also check the input values (NaN/Inf over the whole input, empty
+        batch) and the state at every call (`ValidateArgsMixin`; off by default). The
+        NaN/Inf check of the pooled input (one reduction the gate needs anyway) is
+        always on.
 
     Call arguments:
       inputs: `[batch, height, width, channels]`.
+      state: `[h, c]` returned by the previous gated block (`return_state=True`),
+        each `[batch, hidden_units]` float32; required unless the block owns its gate
+        (then None: the zero state) or is of the legacy form.
       training: BatchNormalization mode; in training the open fraction is kept in
         the weight `open_fraction` (read by `ComputeMeter`) and reported as the
         metric `<name>_gate_rate` (training only: Keras shows a validation copy of it
@@ -167,11 +240,14 @@ class GatedResidualBlock(keras.layers.Layer):
       decisions: optional `[batch]` 0/1 tensor replacing the hard decisions (tests,
         forced gates); the straight-through gradient still reaches the gate.
 
-    Input shape: `[batch, height, width, channels]`. Output shape: same as input.
+    Input shape: `[batch, height, width, channels]`.
+    Output shape: same as input; with `return_state`, `[that, [batch, hidden_units],
+    [batch, hidden_units]]`.
     """
 
     def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
-                 block_flops=None, open_steps=0, **kwargs):
+                 block_flops=None, open_steps=0, return_state=False,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         # `compile_gate` (XLA for the gate's small ops) was removed: it gave no gain in
         # interleaved A/B runs. Configs saved with it (always False by default) still load.
         if kwargs.pop("compile_gate", False):
@@ -184,10 +260,27 @@ class GatedResidualBlock(keras.layers.Layer):
             raise invalid_argument("block", "a Keras layer", block, TypeError)
         if isinstance(gate, dict):
             gate = keras.layers.deserialize(gate)
-        if gate is not None and not isinstance(gate, RecurrentGate):
-            raise invalid_argument("gate", "a RecurrentGate or None", gate, TypeError)
+        if gate is not None and not isinstance(gate, (RecurrentGate, str)):
+            raise invalid_argument("gate", "a RecurrentGate, its name or None", gate, TypeError)
+        if gate == "":
+            raise invalid_argument("gate", "a RecurrentGate, its name or None", gate)
         self.block = block
-        self.gate = gate
+        # `gate`: the owned RecurrentGate (tracked and saved with this block) or None;
+        # `_shared.gate`: the gate of another block this one uses (not tracked).
+        self._shared = _GateSlot()
+        if isinstance(gate, RecurrentGate) and getattr(gate, "_owner_name", None) is None:
+            gate._owner_name = self.name
+            self.gate = gate
+        else:
+            self.gate = None
+            if isinstance(gate, RecurrentGate):
+                self._shared.gate = gate
+        #: The name of the gate this block uses (None: legacy implicit form).
+        self.gate_name = gate if isinstance(gate, str) or gate is None else gate.name
+        self.return_state = check_bool("return_state", return_state)
+        self._init_validate_args(validate_args)
+        self._legacy_state = _LegacyState()
+        self._symbolic_call = False
         self.projection_dim = check_int("projection_dim", projection_dim, low=1)
         self.mode = check_choice("mode", mode, ("gather", "mask"))
         self.flops_weight = check_float("flops_weight", flops_weight, low=0.0)
@@ -243,26 +336,115 @@ class GatedResidualBlock(keras.layers.Layer):
             return None if self.flops_weight == 0.0 else tf.constant(self.flops_weight)
         return self.flops_weight + budget.multiplier_value()
 
-    def _gate_and_state(self):
-        if self.gate is not None:
-            return self.gate, None
-        context = gate_context()
-        if context is None:
-            raise ValueError(
-                "GatedResidualBlock `{}` has no gate of its own and no preceding block with a "
-                "RecurrentGate ran in this forward pass. Give the first gated block of the network "
-                "`gate=RecurrentGate()`.".format(self.name))
-        gate, state = context
-        return gate, (state if _usable_state(state) else None)
+    @property
+    def recurrent_gate(self):
+        """The `RecurrentGate` this block uses: its own or the shared one (None until linked)."""
+        return self.gate if self.gate is not None else self._shared.gate
 
-    def call(self, inputs, training=None, decisions=None):
+    def __call__(self, inputs, *args, **kwargs):
+        # Functional construction (Keras tensors): link a sharing block to its gate through
+        # the graph, and let the legacy form infer shapes from the zero state.
+        symbolic = _is_keras_tensor(inputs)
+        if symbolic and self.gate is None:
+            state = kwargs.get("state", args[2] if len(args) > 2 else None)
+            self._link(inputs, state)
+        self._symbolic_call = symbolic
+        try:
+            return super().__call__(inputs, *args, **kwargs)
+        finally:
+            self._symbolic_call = False
+
+    def _link(self, inputs, state):
+        """Finds the gate (and for the legacy form the state's source) in the functional graph."""
+        if state is not None:
+            producer = _producer(state[0]) if isinstance(state, (list, tuple)) and state else None
+            gate = producer.recurrent_gate if isinstance(producer, GatedResidualBlock) else None
+            if gate is None:
+                if self._shared.gate is None:
+                    raise ValueError(
+                        "GatedResidualBlock `{}` shares the gate `{}`, but its `state` does not come "
+                        "from a GatedResidualBlock (it comes from `{}`): pass the RecurrentGate object "
+                        "as `gate`.".format(self.name, self.gate_name,
+                                            getattr(producer, "name", None)))
+                return
+            if self._shared.gate is not None and self._shared.gate is not gate:
+                raise ValueError(
+                    "GatedResidualBlock `{}` shares the gate `{}` but receives the state of the gate "
+                    "`{}` (from block `{}`).".format(self.name, self._shared.gate.name, gate.name,
+                                                     producer.name))
+            if self.gate_name is not None and gate.name != self.gate_name:
+                raise ValueError(
+                    "GatedResidualBlock `{}` shares the gate `{}` but receives the state of the gate "
+                    "`{}` (from block `{}`).".format(self.name, self.gate_name, gate.name,
+                                                     producer.name))
+            self._shared.gate = gate
+            return
+        if self.gate_name is not None:
+            return  # a sharing block called without a state: `call` raises.
+        source = _upstream_gated_block(inputs)
+        if source is not None:
+            self._shared.source = source
+            self._shared.gate = source.recurrent_gate
+
+    def _gate_and_state(self, state):
+        gate = self.recurrent_gate
+        if gate is None:
+            if self.gate_name is None:
+                raise ValueError(
+                    "GatedResidualBlock `{}` has no gate of its own and no preceding block with a "
+                    "RecurrentGate ran in this forward pass. Give the first gated block of the network "
+                    "`gate=RecurrentGate()`, and the others the same object (or, for the legacy form "
+                    "without a state, call them in one functional model after it).".format(self.name))
+            raise ValueError(
+                "GatedResidualBlock `{}` shares the gate `{}` but is not linked to it: call it in a "
+                "functional model with `state=` returned by a block that uses that gate, or pass "
+                "the RecurrentGate object as `gate`.".format(self.name, self.gate_name))
+        if state is not None:
+            if not isinstance(state, (list, tuple)) or len(state) != 2:
+                raise ValueError(
+                    "GatedResidualBlock `{}` expects `state=[h, c]`, the state returned by the "
+                    "previous gated block (`return_state=True`). Received: state={!r}".format(
+                        self.name, state))
+            return gate, list(state)
+        if self.gate is not None:
+            return gate, None  # the owner starts the recurrence from the zero state
+        if self.gate_name is not None:
+            raise ValueError(
+                "GatedResidualBlock `{}` shares the gate `{}` and needs the recurrent state: call it "
+                "as `block(x, state=[h, c])` with the state returned by the previous gated block "
+                "(built with `return_state=True`).".format(self.name, self.gate_name))
+        if self._symbolic_call:
+            return gate, None  # functional construction: shapes only, never computed
+        source = self._shared.source
+        legacy = None if source is None else source._legacy_state.get()
+        if legacy is None:
+            raise ValueError(
+                "GatedResidualBlock `{}` (legacy form: no gate of its own, no `state`) found no "
+                "usable recurrent state from block `{}` in this graph and replica: the state of "
+                "the implicit form passes only between blocks run in order within one forward "
+                "pass of one model. Pass the state explicitly (`return_state=True`, "
+                "`state=[h, c]`) instead.".format(self.name, getattr(source, "name", None)))
+        return gate, legacy
+
+    def call(self, inputs, training=None, decisions=None, state=None):
+        if self.validate_args:
+            inputs = self._validate_values(inputs)
         pooled, x = _pool(inputs)
         # A NaN or Inf anywhere in x makes its spatial mean non-finite, so checking the
         # pooled [batch, channels] tensor rejects such inputs without another pass over x.
         pooled = assert_finite(pooled, self.name)
-        gate, state = self._gate_and_state()
+        gate, state = self._gate_and_state(state)
+        if state is not None and self.validate_args:
+            state = [self._validate_values(tf.convert_to_tensor(s), self.name + "/state")
+                     for s in state]
         prob, new_state = gate(self.projection(pooled), states=state)
-        _set_context(gate, new_state)
+        y = self._apply(x, prob, training, decisions)
+        if self.return_state:
+            return [y] + list(new_state)
+        self._legacy_state.put(new_state)
+        return y
+
+    def _apply(self, x, prob, training, decisions):
         hard = tf.cast(prob >= tf.sigmoid(self.threshold), tf.float32)
         straight = prob + tf.stop_gradient(hard - prob)
         active = None
@@ -307,17 +489,52 @@ class GatedResidualBlock(keras.layers.Layer):
         return _merge(x_rest, idx, y_open, x_open, tf.gather(straight, idx))
 
     def compute_output_shape(self, input_shape):
-        return tf.TensorShape(input_shape)
+        shape = tf.TensorShape(input_shape)
+        if not self.return_state:
+            return shape
+        gate = self.recurrent_gate
+        state = tf.TensorShape([shape[0], None if gate is None else gate.hidden_units])
+        return [shape, state, state]
 
     def get_config(self):
         config = super().get_config()
         config.update({
             "block": keras.layers.serialize(self.block),
-            "gate": None if self.gate is None else keras.layers.serialize(self.gate),
+            "gate": keras.layers.serialize(self.gate) if self.gate is not None else self.gate_name,
             "projection_dim": self.projection_dim,
             "mode": self.mode,
             "flops_weight": self.flops_weight,
             "block_flops": self.block_flops,
             "open_steps": self.open_steps,
+            "return_state": self.return_state,
+            **self._validate_args_config(),
         })
         return config
+
+
+def _is_keras_tensor(x):
+    try:
+        return bool(keras.backend.is_keras_tensor(x))
+    except ValueError:  # not a tensor at all (e.g. a NumPy array)
+        return False
+
+
+def _producer(tensor):
+    """The layer that produced a Keras tensor of a functional graph (None otherwise)."""
+    history = getattr(tensor, "_keras_history", None)
+    return None if history is None else history.layer
+
+
+def _upstream_gated_block(tensor, limit=10000):
+    """The nearest `GatedResidualBlock` upstream of a Keras tensor (through first inputs)."""
+    layer = _producer(tensor)
+    while layer is not None and limit > 0:
+        if isinstance(layer, GatedResidualBlock):
+            return layer if layer.recurrent_gate is not None else None
+        history = tensor._keras_history
+        node = layer._inbound_nodes[history.node_index]
+        inputs = tf.nest.flatten(node.call_args[:1]) if node.call_args else []
+        tensor = inputs[0] if inputs else None
+        layer = _producer(tensor) if tensor is not None else None
+        limit -= 1
+    return None

@@ -1,58 +1,57 @@
 """SkipNet's recurrent gate, shared by all gated blocks of a network (E²-Train Sec. 3.2)."""
 
-import threading
-
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.utils.validation import check_float, check_int
+from keras_efficient.utils.validation import (
+    VALIDATE_ARGS_DEFAULT,
+    ValidateArgsMixin,
+    check_float,
+    check_int,
+)
 
-__all__ = ["RecurrentGate", "gate_context"]
-
-_CONTEXT = threading.local()
-
-
-def gate_context():
-    """The per-thread forward-pass context `(gate, state)` (None before the first gate)."""
-    return getattr(_CONTEXT, "value", None)
-
-
-def _set_context(gate, state):
-    _CONTEXT.value = (gate, state)
+__all__ = ["RecurrentGate"]
 
 
 @register_serializable
-class RecurrentGate(keras.layers.Layer):
+class RecurrentGate(ValidateArgsMixin, keras.layers.Layer):
     """The shared part of SkipNet's recurrent gate: an LSTM cell, a dense layer, a sigmoid.
 
     For block k with projected pooled features z_k (see `GatedResidualBlock`):
 
         (h_k, c_k) = LSTM(z_k, (h_{k-1}, c_{k-1})),   g_k = sigmoid(w·h_k + b)
 
-    with (h_0, c_0) = 0 at the first block. One `RecurrentGate` object is owned
-    by the first gated block of a network; the recurrent state and the gate are
-    handed from block to block through a per-thread forward-pass context (the
-    blocks of a model run in order within one forward pass; each replica of a
-    `tf.distribute` strategy runs in its own thread). All math is float32.
+    with (h_0, c_0) = 0 at the first block. The state is an explicit input and
+    output: `call(z, states=[h, c])` returns the probabilities and the new
+    `[h, c]`; the gated blocks pass it from one to the next as tensors of the
+    model's graph (`GatedResidualBlock(..., return_state=True)` and
+    `block(x, state=[h, c])`). One `RecurrentGate` object serves every block of a
+    network: the first block constructed with it owns it (its weights are saved
+    once, with that block). All math is float32.
 
     Args:
       hidden_units: LSTM state size (SkipNet: 10).
       bias_initializer_value: initial bias b of the output unit; 2.0 starts the
         gates open (sigmoid(2) ≈ 0.88), as training a ResNet from scratch with
         most blocks closed is unstable.
+      validate_args: also check the values of the features and of the state
+        (NaN/Inf, empty batch) at every call (`ValidateArgsMixin`; off by default).
+        Ranks and sizes of the state are always checked.
 
     Call arguments:
       inputs: `[batch, projection_dim]` projected features of the current block.
-      states: `[h, c]`, each `[batch, hidden_units]`.
+      states: `[h, c]`, each `[batch, hidden_units]`; None: the zero state (h_0, c_0).
 
     Input shape: `[batch, projection_dim]`.
     Output shape: `([batch], [h, c])`: the gate probabilities and the new state.
     """
 
-    def __init__(self, hidden_units=10, bias_initializer_value=2.0, **kwargs):
+    def __init__(self, hidden_units=10, bias_initializer_value=2.0,
+                 validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.hidden_units = check_int("hidden_units", hidden_units, low=1)
         self.bias_initializer_value = check_float("bias_initializer_value",
                                                   bias_initializer_value)
+        self._init_validate_args(validate_args)
         self.cell = keras.layers.LSTMCell(self.hidden_units, dtype="float32", name="lstm")
         self.head = keras.layers.Dense(
             1, dtype="float32", name="head",
@@ -68,13 +67,31 @@ class RecurrentGate(keras.layers.Layer):
         super().build(input_shape)
 
     def zero_state(self, batch_size):
+        """The initial state (h_0, c_0) = 0 as a list `[h, c]` of `[batch_size, hidden_units]`."""
         zeros = tf.zeros(tf.stack([batch_size, self.hidden_units]), tf.float32)
         return [zeros, zeros]
 
+    def _check_states(self, states):
+        if not isinstance(states, (list, tuple)) or len(states) != 2:
+            raise ValueError("Layer `{}` expects `states=[h, c]` (two tensors of shape "
+                             "[batch, {}]). Received: states={!r}".format(
+                                 self.name, self.hidden_units, states))
+        out = []
+        for name, s in zip("hc", states):
+            s = tf.convert_to_tensor(s)
+            if s.shape.rank != 2 or s.shape[-1] not in (None, self.hidden_units):
+                raise ValueError("The state `{}` of layer `{}` must have shape [batch, {}]. "
+                                 "Received: shape={}".format(name, self.name, self.hidden_units,
+                                                             s.shape))
+            out.append(self._validate_values(tf.cast(s, tf.float32), self.name + "/" + name))
+        return out
+
     def call(self, inputs, states=None):
-        inputs = tf.cast(inputs, tf.float32)
+        inputs = self._validate_values(tf.cast(inputs, tf.float32))
         if states is None:
             states = self.zero_state(tf.shape(inputs)[0])
+        else:
+            states = self._check_states(states)
         h, new_states = self.cell(inputs, states)
         prob = tf.sigmoid(self.head(h))[:, 0]
         return prob, list(new_states)
@@ -82,5 +99,6 @@ class RecurrentGate(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({"hidden_units": self.hidden_units,
-                       "bias_initializer_value": self.bias_initializer_value})
+                       "bias_initializer_value": self.bias_initializer_value,
+                       **self._validate_args_config()})
         return config

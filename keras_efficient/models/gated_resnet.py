@@ -41,8 +41,11 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
                  gate_bias=2.0, weight_decay=0.0, open_steps=0, name=None):
     """`cifar_resnet` whose identity-shaped blocks are `GatedResidualBlock`s (SLU).
 
-    The first gated block owns the shared `RecurrentGate`; the blocks that change
-    shape (the first block of stages 2 and 3) always run, as in SkipNet. After
+    Every gated block gets the same `RecurrentGate` (named `skip_gate`, owned by
+    the first gated block) and the LSTM state is threaded explicitly: each gated
+    block returns `[y, h, c]` (`return_state=True`) and the next one is called
+    with `state=[h, c]`; the state goes around the blocks that change shape (the
+    first block of stages 2 and 3), which always run, as in SkipNet. After
     the model is built each gated block's `flops_fraction` is set to
     FLOPs_k / Σ_j FLOPs_j over the gated blocks, so the added losses sum to
     α·C(W, G) with C the executed fraction of gateable FLOPs (Eq. (1)).
@@ -65,18 +68,15 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
     check_float("flops_weight", flops_weight, low=0.0)
     check_int("hidden_units", hidden_units, low=1)
     check_int("open_steps", open_steps, low=0)
-    state = {"owner": None}
+    gate = RecurrentGate(hidden_units, bias_initializer_value=gate_bias, name="skip_gate")
 
     def wrap(block, index, is_identity):
         if not is_identity:
             return block
-        gate = None
-        if state["owner"] is None:
-            gate = RecurrentGate(hidden_units, bias_initializer_value=gate_bias, name="skip_gate")
-            state["owner"] = block.name
+        # The first block constructed with `gate` owns it; the others share it.
         return GatedResidualBlock(block, gate=gate, projection_dim=projection_dim, mode=mode,
                                   flops_weight=flops_weight, open_steps=open_steps,
-                                  name="gated_" + block.name)
+                                  return_state=True, name="gated_" + block.name)
 
     model = cifar_resnet(depth=depth, num_classes=num_classes, input_shape=input_shape,
                          base_filters=base_filters, block_wrapper=wrap, weight_decay=weight_decay,

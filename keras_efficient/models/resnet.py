@@ -26,6 +26,10 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
         every block in order (index counts from 0 over the whole network);
         `is_identity` tells whether the block keeps its input shape. The returned
         layer replaces the block (gates, stochastic depth); return `block` to keep it.
+        A returned layer with `return_state=True` (a `GatedResidualBlock`) carries a
+        recurrent state: it is called as `layer(x, state=state)` with the state the
+        previous such layer returned (without `state` for the first one), returns
+        `[x, *state]`, and the state goes around the blocks in between.
       weight_decay: L2 factor on the convolution kernels.
       bn_momentum: BatchNormalization momentum (see `ResidualBlock`).
       name: model name (default `resnet{depth}`).
@@ -53,6 +57,7 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
     x = keras.layers.ReLU(name="stem_relu")(x)
     index = 0
     channels = base_filters
+    state = None
     for stage in range(3):
         filters = base_filters * 2 ** stage
         for b in range(n):
@@ -62,7 +67,11 @@ def cifar_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
             is_identity = strides == 1 and channels == filters
             if block_wrapper is not None:
                 block = block_wrapper(block, index, is_identity)
-            x = block(x)
+            if getattr(block, "return_state", False):
+                outputs = block(x) if state is None else block(x, state=state)
+                x, state = outputs[0], list(outputs[1:])
+            else:
+                x = block(x)
             channels = filters
             index += 1
     x = keras.layers.GlobalAveragePooling2D(name="pool")(x)

@@ -234,13 +234,14 @@ def _np_project(block, pooled):
 def test_shared_gate_threads_state_through_blocks(monkeypatch):
     keras.utils.set_random_seed(0)
     inp = keras.Input((8, 8, 4))
-    first = GatedResidualBlock(ResidualBlock(4), gate=RecurrentGate(hidden_units=4), mode="mask",
+    gate = RecurrentGate(hidden_units=4)
+    first = GatedResidualBlock(ResidualBlock(4), gate=gate, mode="mask", return_state=True,
                                name="g0")
-    second = GatedResidualBlock(ResidualBlock(4), mode="mask", name="g1")
-    h1 = first(inp)
-    model = keras.Model(inp, [h1, second(h1)])
+    second = GatedResidualBlock(ResidualBlock(4), gate=gate, mode="mask", name="g1")
+    h1, h, c = first(inp)
+    model = keras.Model(inp, [h1, second(h1, state=[h, c])])
     assert len(model.get_layer("g1").trainable_weights) == 6 + 2  # block + projection, no gate
-    gate = first.gate
+    assert first.gate is gate and second.recurrent_gate is gate
     # Weights chosen so that the second block's decision depends on the state the first
     # block leaves behind: the head's bias is 0 (not the default 2.0, which keeps every gate
     # open whatever the state), the recurrent kernel is large and the second block's
@@ -259,7 +260,7 @@ def test_shared_gate_threads_state_through_blocks(monkeypatch):
         z0 = _np_project(first, x.astype(np.float64).mean(axis=(1, 2)))
         zeros = np.zeros((len(x), 4))
         p0, state = _np_gate(gate, z0, (zeros, zeros))
-        y0 = first(x, training=False).numpy()
+        y0 = first(x, training=False)[0].numpy()
         z1 = _np_project(second, y0.astype(np.float64).mean(axis=(1, 2)))
         p1, _ = _np_gate(gate, z1, state if threaded else (zeros, zeros))
         # No probability so close to 0.5 that float32 rounding could flip the decision.
@@ -293,8 +294,6 @@ def test_shared_gate_threads_state_through_blocks(monkeypatch):
     monkeypatch.undo()
 
     with pytest.raises(ValueError, match="no gate of its own"):
-        from keras_efficient.layers import recurrent_gate
-        recurrent_gate._CONTEXT.value = None
         GatedResidualBlock(ResidualBlock(4))(x)
 
 
@@ -305,7 +304,10 @@ def test_shape_changing_block_is_rejected():
 
 @pytest.mark.parametrize("kwargs,name,error", [
     (dict(mode="skip"), "mode", ValueError), (dict(flops_weight=-1.0), "flops_weight", ValueError),
-    (dict(projection_dim=0), "projection_dim", ValueError), (dict(gate="lstm"), "gate", TypeError),
+    (dict(projection_dim=0), "projection_dim", ValueError), (dict(gate=3), "gate", TypeError),
+    (dict(gate=""), "gate", ValueError), (dict(gate=True), "gate", TypeError),
+    (dict(return_state="yes"), "return_state", TypeError),
+    (dict(validate_args=None), "validate_args", TypeError),
     (dict(compile_gate=True), "compile_gate", ValueError),
     (dict(open_steps=-1), "open_steps", ValueError),
     (dict(open_steps=1.5), "open_steps", (ValueError, TypeError)),
