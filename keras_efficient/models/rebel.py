@@ -5,6 +5,7 @@ from keras_efficient.layers.gaussian_mixture_classifier import GaussianMixtureCl
 from keras_efficient.layers.random_projection import RandomProjection
 from keras_efficient.layers.variational_head import BottleneckDecoder, VariationalHead
 from keras_efficient.losses.early_classification import early_classification_nll
+from keras_efficient.losses.mimic import ELEMENT_REDUCTIONS, mimic_error
 from keras_efficient.losses.mixture_kl import check_labels, mixture_kl_divergence
 from keras_efficient.utils.graph import FunctionalGraph, TensorRef, is_functional
 from keras_efficient.utils.validation import check_choice, check_float, check_int, invalid_argument
@@ -63,7 +64,11 @@ class ReBEL(keras.Model):
 
         L = α·L_M + β·L_R + γ·L_C
 
-    L_M: mimic loss ‖Head₂(z) − H(x)‖² (Eq. 1) against the frozen teacher head H;
+    L_M: mimic loss ‖Head₂(z) − H(x)‖² (Eq. 1) against the frozen teacher head H,
+    divided by the number of elements of H(x) by default (`mimic_reduction`; see
+    `keras_efficient.losses.mimic.mimic_error`: with the plain sum, L_M grows with the
+    size of the teacher tensor and swamps γ·L_C, so the early classifier does not
+    shape z and a linear one does not learn);
     L_R: the mixture KL of Eq. (3) between N(μ(x), diag σ(x)) (projected when a
     random projection is used, footnote 2) and the classifier's components of the
     label; L_C: −log γ_{l(x)}(z) (Eq. 4). Each term is averaged over the global
@@ -108,6 +113,8 @@ class ReBEL(keras.Model):
       projection_dim: if set, a `RandomProjection` to this size precedes the classifier.
       projection_seed: its seed.
       alpha, beta, gamma: loss weights of Eq. (5) (paper: 1, 0.001, 0.1).
+      mimic_reduction: "mean" (default) or "sum" of the squared errors over the
+        elements of v in L_M.
 
     Call arguments:
       inputs: images (batch, H, W, 3), or a dict {"images": images, "labels":
@@ -127,7 +134,7 @@ class ReBEL(keras.Model):
                  latent_channels=3, head_strides=None, decoder_filters=(64, 64, 64),
                  classifier="gmc", components_per_class=8, covariance="diag",
                  projection_dim=None, projection_seed=0, alpha=1.0, beta=0.001, gamma=0.1,
-                 **kwargs):
+                 mimic_reduction="mean", **kwargs):
         super().__init__(**kwargs)
         if not isinstance(teacher_head, keras.Model):
             raise invalid_argument("teacher_head", "a keras.Model", teacher_head, TypeError)
@@ -142,6 +149,8 @@ class ReBEL(keras.Model):
         self.alpha = check_float("alpha", alpha, low=0.0)
         self.beta = check_float("beta", beta, low=0.0)
         self.gamma = check_float("gamma", gamma, low=0.0)
+        self.mimic_reduction = check_choice("mimic_reduction", mimic_reduction,
+                                            ELEMENT_REDUCTIONS)
         v_shape = teacher_head.output_shape
         if not isinstance(v_shape, tuple) or len(v_shape) != 4:
             raise invalid_argument("teacher_head", "a model with one (batch, H, W, C) output",
@@ -174,7 +183,7 @@ class ReBEL(keras.Model):
             "decoder_filters": list(decoder_filters), "classifier": classifier,
             "components_per_class": components_per_class, "covariance": covariance,
             "projection_dim": projection_dim, "projection_seed": projection_seed,
-            "alpha": alpha, "beta": beta, "gamma": gamma,
+            "alpha": alpha, "beta": beta, "gamma": gamma, "mimic_reduction": mimic_reduction,
         }
         self.stage = "bottleneck"
         self._trackers = {name: keras.metrics.Mean(name=name) for name in (
@@ -254,9 +263,8 @@ class ReBEL(keras.Model):
             total = keras.losses.sparse_categorical_crossentropy(
                 labels, outputs["logits"], from_logits=True)
             return total, {}
-        teacher = tf.cast(self.teacher_head(images, training=False), tf.float32)
-        diff = tf.square(tf.cast(outputs["reconstruction"], tf.float32) - teacher)
-        mimic = tf.reduce_sum(tf.reshape(diff, [tf.shape(diff)[0], -1]), axis=-1)
+        teacher = self.teacher_head(images, training=False)
+        mimic = mimic_error(teacher, outputs["reconstruction"], self.mimic_reduction)
         nll = early_classification_nll(labels, outputs["log_probs"])
         total = self.alpha * mimic + self.gamma * nll
         terms = {"mimic_loss": mimic, "early_classification_loss": nll}

@@ -48,7 +48,8 @@ def test_loss_is_weighted_sum_of_terms():
     results = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
     out = {k: v.numpy().astype(np.float64) for k, v in model(x, training=False).items()}
     teacher_v = model.teacher_head(x).numpy()
-    mimic = ((out["reconstruction"] - teacher_v) ** 2).reshape(8, -1).sum(-1)
+    # Eq. (1)'s ‖v' − v‖² per sample, divided by the size of v (mimic_reduction="mean").
+    mimic = ((out["reconstruction"] - teacher_v) ** 2).reshape(8, -1).sum(-1) / teacher_v[0].size
     nll = -out["log_probs"][np.arange(8), y]
     _, means, cov = [t.numpy() for t in model.classifier.mixture_parameters()]
     mu, var = out["mean"].reshape(8, -1), out["variance"].reshape(8, -1)
@@ -61,6 +62,20 @@ def test_loss_is_weighted_sum_of_terms():
                                rtol=1e-4)
     local = (out["log_probs"].argmax(-1) == y).mean()
     np.testing.assert_allclose(results["local_accuracy"], local)
+
+
+def test_mimic_reduction_sum_is_eq1_as_written():
+    teacher = _teacher()
+    x, y = _data()
+    model = _rebel(teacher, mimic_reduction="sum")
+    model.compile(keras.optimizers.SGD(0.0))
+    results = model.evaluate(x, y, batch_size=8, verbose=0, return_dict=True)
+    out = model(x, training=False)["reconstruction"].numpy().astype(np.float64)
+    mimic = ((out - model.teacher_head(x).numpy()) ** 2).reshape(8, -1).sum(-1)
+    np.testing.assert_allclose(results["mimic_loss"], mimic.mean(), rtol=1e-4)
+    assert model.get_config()["mimic_reduction"] == "sum"
+    with pytest.raises(ValueError, match="mimic_reduction"):
+        _rebel(teacher, mimic_reduction="max")
 
 
 def test_fit_trains_heads_not_teacher_then_second_stage():

@@ -59,7 +59,8 @@ def _np_eq5(model, x, y, out, prior, alpha, beta, gamma):
     out = {k: np.asarray(v, np.float64) for k, v in out.items()}
     n = len(y)
     teacher_v = model.teacher_head(x, training=False).numpy().astype(np.float64)
-    mimic = ((out["reconstruction"] - teacher_v) ** 2).reshape(n, -1).sum(-1)
+    # Eq. (1)'s ‖v' − v‖² per sample over the size of v (the default mimic_reduction="mean").
+    mimic = ((out["reconstruction"] - teacher_v) ** 2).reshape(n, -1).sum(-1) / teacher_v[0].size
     nll = -out["log_probs"][np.arange(n), y]
     r = model.projection.matrix().numpy().astype(np.float64)
     assert np.linalg.matrix_rank(r) == r.shape[0]
