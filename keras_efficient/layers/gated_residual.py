@@ -2,7 +2,14 @@
 
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.recurrent_gate import RecurrentGate
+from keras_efficient.layers.recurrent_gate import (
+    RecurrentGate,
+    _GateSlot,
+    _is_keras_tensor,
+    _LegacyState,
+    _producer,
+    _upstream_gated_block,
+)
 from keras_efficient.training.flops import residual_block_flops
 from keras_efficient.utils.validation import (
     VALIDATE_ARGS_DEFAULT,
@@ -18,53 +25,6 @@ from keras_efficient.utils.validation import (
 )
 
 __all__ = ["GatedResidualBlock"]
-
-
-def _current_graph():
-    """The graph being built (None when executing eagerly)."""
-    return None if tf.executing_eagerly() else tf.compat.v1.get_default_graph()
-
-
-def _replica_id():
-    context = tf.distribute.get_replica_context()
-    if context is None:
-        return 0
-    value = tf.get_static_value(context.replica_id_in_sync_group)
-    return 0 if value is None else int(value)
-
-
-class _LegacyState:
-    """The last state a block left for a block of the legacy implicit form (see `GatedResidualBlock`).
-
-    A plain object (not tracked or saved): one `(graph, [h, c])` per replica, so
-    that a reader can tell a state of its own graph and replica from one left
-    elsewhere, and raise instead of using it.
-    """
-
-    def __init__(self):
-        self.entries = {}
-
-    def put(self, state):
-        self.entries[_replica_id()] = (_current_graph(), list(state))
-
-    def get(self):
-        entry = self.entries.get(_replica_id())
-        if entry is None or entry[0] is not _current_graph():
-            return None
-        state = entry[1]
-        if _current_graph() is None and any(tf.is_symbolic_tensor(t) for t in state):
-            return None
-        return state
-
-
-class _GateSlot:
-    """Holds the `RecurrentGate` a block shares with its owner, and for the legacy form the
-    block it reads the state from (plain object: Keras neither tracks nor saves them, so the
-    gate's weights are saved once, with the owner)."""
-
-    def __init__(self, gate=None):
-        self.gate = gate
-        self.source = None
 
 
 @tf.custom_gradient
@@ -510,31 +470,3 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
             **self._validate_args_config(),
         })
         return config
-
-
-def _is_keras_tensor(x):
-    try:
-        return bool(keras.backend.is_keras_tensor(x))
-    except ValueError:  # not a tensor at all (e.g. a NumPy array)
-        return False
-
-
-def _producer(tensor):
-    """The layer that produced a Keras tensor of a functional graph (None otherwise)."""
-    history = getattr(tensor, "_keras_history", None)
-    return None if history is None else history.layer
-
-
-def _upstream_gated_block(tensor, limit=10000):
-    """The nearest `GatedResidualBlock` upstream of a Keras tensor (through first inputs)."""
-    layer = _producer(tensor)
-    while layer is not None and limit > 0:
-        if isinstance(layer, GatedResidualBlock):
-            return layer if layer.recurrent_gate is not None else None
-        history = tensor._keras_history
-        node = layer._inbound_nodes[history.node_index]
-        inputs = tf.nest.flatten(node.call_args[:1]) if node.call_args else []
-        tensor = inputs[0] if inputs else None
-        layer = _producer(tensor) if tensor is not None else None
-        limit -= 1
-    return None
