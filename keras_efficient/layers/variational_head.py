@@ -280,3 +280,9 @@ class BottleneckDecoder(ValidateArgsMixin, keras.layers.Layer):
             **self._validate_args_config(),
         })
         return config
+
+    @classmethod
+    def from_config(cls, config):
+        # Not Keras's default, which re-raises every error as TypeError: a config with
+        # both spellings of `validate_args` that disagree stays a ValueError.
+        return cls(**config)
