@@ -317,3 +317,16 @@ def test_validate_args():
     bad[1, 2, 3, 0] = np.inf
     with pytest.raises(tf.errors.InvalidArgumentError, match="non-finite"):
         quiet(bad)
+
+
+def test_clone_model_relinks_the_shared_gates():
+    model = _branches_model()
+    clone = keras.models.clone_model(model)
+    clone.set_weights(model.get_weights())
+    for n in "ab":
+        blocks = [clone.get_layer("%s%d" % (n, i)) for i in range(3)]
+        assert blocks[0].gate is not model.get_layer(n + "0").gate
+        assert all(b.recurrent_gate is blocks[0].gate for b in blocks)
+    x = _x(seed=4)
+    for a, b in zip(model(x, training=False), clone(x, training=False)):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())

@@ -15,6 +15,8 @@ def test_gated_resnet_structure_flops_fractions_and_fit():
     blocks = gated_blocks_of(model)
     assert len(blocks) == 4  # 6 blocks, 2 of them change shape
     assert blocks[0].gate is not None and all(b.gate is None for b in blocks[1:])
+    # One gate, shared; the state is threaded explicitly (each block returns [y, h, c]).
+    assert all(b.recurrent_gate is blocks[0].gate and b.return_state for b in blocks)
     fractions = np.array([float(b.flops_fraction.numpy()) for b in blocks])
     assert fractions.sum() == pytest.approx(1.0)
     flops = np.array([b.counted_flops for b in blocks], float)
