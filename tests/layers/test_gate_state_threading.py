@@ -330,3 +330,19 @@ def test_clone_model_relinks_the_shared_gates():
     x = _x(seed=4)
     for a, b in zip(model(x, training=False), clone(x, training=False)):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
+
+
+@pytest.mark.parametrize("form", ["explicit", "legacy"])
+def test_mirrored_replicas_equal_single_device(mirrored_strategy, form):
+    # Two replicas each run half of the batch; inference is per sample, so the outputs
+    # equal the single-device ones (a state crossing replicas would change decisions).
+    build = _branches_model if form == "explicit" else _legacy_model
+    single = build()
+    x = _x(n=16, seed=9)
+    expected = single.predict(x, batch_size=16, verbose=0)
+    with mirrored_strategy.scope():
+        replicated = build()
+    replicated.set_weights(single.get_weights())
+    got = replicated.predict(x, batch_size=16, verbose=0)
+    for a, b in zip(expected, got):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
