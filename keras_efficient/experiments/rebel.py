@@ -2,7 +2,8 @@
 
 A CIFAR-style ResNet teacher is trained, split after `stage2_block0` into head H
 and tail T, and a variational bottleneck (Head₁ → z → Head₂) is injected and
-trained with L = α·L_M + β·L_R + γ·L_C (Eq. 5; tail frozen). Early classifiers on
+trained with L = α·L_M + β·L_R + γ·L_C (Eq. 5; tail frozen; L_M per element of the
+teacher tensor, `ReBEL(mimic_reduction="mean")`). Early classifiers on
 z: the Gaussian mixture classifier (full and diagonal covariance) and a jointly
 trained linear softmax, with and without the KL term of Eq. (3), and kNN /
 k-means fitted on the embeddings of a bottleneck trained with the mimic loss
