@@ -59,29 +59,30 @@ class _Net(keras.Model):
             n = (depth - 2) // 6
             layout = [(16 * 2 ** s, 2 if s and not i else 1) for s in range(3) for i in range(n)]
         self.blocks = []
-        first, previous = True, layout[0][0]
+        previous = layout[0][0]
+        gate = RecurrentGate()  # one gate shared by every gated block; the state is explicit
         for filters, strides in layout:
             block = ResidualBlock(filters, strides=strides)
             fixed, previous = strides != 1 or filters != previous, filters
             if fixed or mode == "ungated":
                 self.blocks.append((block, False))
             elif mode in ("gather", "mask"):
-                gate = RecurrentGate() if first else None
-                first = False
-                self.blocks.append((GatedResidualBlock(block, gate=gate, mode=mode), True))
+                self.blocks.append((GatedResidualBlock(block, gate=gate, mode=mode,
+                                                       return_state=True), True))
             # mode == "identity": a gateable block is left out.
         self.pool = keras.layers.GlobalAveragePooling2D()
         self.head = keras.layers.Dense(10)
 
     def call(self, x, training=None):
         x = self.stem(x)
+        state = None
         for block, gated in self.blocks:
             if not gated:
                 x = block(x, training=training)
             else:
                 # uniform in [0, 1) >= 0 is always true: skip 0 keeps every gate open.
                 open_ = tf.cast(tf.random.uniform([tf.shape(x)[0]]) >= self.skip, tf.float32)
-                x = block(x, training=training, decisions=open_)
+                x, *state = block(x, training=training, decisions=open_, state=state)
         return self.head(self.pool(x))
 
 

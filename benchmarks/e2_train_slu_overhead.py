@@ -47,15 +47,13 @@ class _Cheap(keras.layers.Layer):
 
 
 def _chain_step(gated):
-    blocks, first = [], True
+    blocks, gate = [], RecurrentGate()
     for _, _, n in STAGES:
         stage = []
         for _ in range(n):
             block = _Cheap()
             if gated:
-                block = GatedResidualBlock(block, gate=RecurrentGate() if first else None,
-                                           block_flops=1)
-                first = False
+                block = GatedResidualBlock(block, gate=gate, block_flops=1, return_state=True)
             stage.append(block)
         blocks.append(stage)
     inputs = [tf.Variable(tf.random.normal([BATCH, hw, hw, c])) for hw, c, _ in STAGES]
@@ -65,11 +63,14 @@ def _chain_step(gated):
     def step():
         with tf.GradientTape() as tape:
             loss = 0.0
+            state = None
             for x, stage in zip(inputs, blocks):
                 h = tf.identity(x)
                 for block in stage:
-                    kwargs = {"decisions": decisions} if gated else {}
-                    h = block(h, training=True, **kwargs)
+                    if gated:
+                        h, *state = block(h, training=True, decisions=decisions, state=state)
+                    else:
+                        h = block(h, training=True)
                 loss += tf.reduce_sum(h)
         grads = tape.gradient(loss, tape.watched_variables())
         return tf.add_n([tf.reduce_sum(g) for g in grads if g is not None])
