@@ -24,11 +24,11 @@ def mimic_error(teacher, student, element_reduction="mean"):
     Why the mean by default: Eq. (5) weighs L_M against L_C with fixed α = 1 and
     γ = 0.1, which only makes sense if L_M does not grow with the size of the
     teacher tensor. With the sum, L_M scales with n (8,192 values for a 16×16×32
-    tensor, 800 K for ResNet-50's first stage), so for any such tensor γ·L_C is a
-    vanishing share of the gradient that reaches Head₁, the embedding z is shaped
-    by the mimic loss alone and a jointly trained early classifier (the linear
-    one first) does not learn. The mean keeps the ratio α:γ independent of the
-    cut point; it rescales L_M by the constant 1/n and has the same minimiser.
+    tensor, 800 K after ResNet-50's first stage at 224×224), so γ·L_C is a
+    vanishing share of the gradient that reaches Head₁: z is shaped by the mimic
+    loss alone, and a jointly trained early classifier learns only what that z
+    happens to keep of the label. The mean keeps the ratio α:γ independent of
+    the cut point; it rescales L_M by the constant 1/n and has the same minimiser.
     """
     element_reduction = check_choice("element_reduction", element_reduction, ELEMENT_REDUCTIONS)
     teacher = tf.cast(teacher, tf.float32)
