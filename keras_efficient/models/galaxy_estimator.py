@@ -189,7 +189,7 @@ def galaxy_shape_estimator(bayesian=False, input_shape=(64, 64, 6), filters=(32,
         if bayesian and bayesian_scope == "all":
             # NaN/Inf are caught once, by the head (check_finite there), not per layer.
             return conv_cls(f, kernel_size, strides=strides, padding="same", name=layer_name,
-                            check_finite=False, **bayes)
+                            validate_args=False, **bayes)
         return keras.layers.Conv2D(f, kernel_size, strides=strides, padding="same",
                                    name=layer_name)
 
