@@ -39,7 +39,7 @@ import time
 import numpy as np
 
 from keras_efficient.backend import keras, tf
-from keras_efficient.callbacks import ComputeMeter, StochasticWeightAveraging
+from keras_efficient.callbacks import ComputeMeter, GateCalibration, StochasticWeightAveraging
 from keras_efficient.data import (
     DATASETS,
     DropCounter,
@@ -98,6 +98,11 @@ OPTIONS = {
                              help="E2-Train: target skipped share of the gated blocks' FLOPs"),
     "open_epochs": Option(integer(low=0), default=1,
                           help="gated variants: epochs with every gate held open (SkipNet)"),
+    "decision": Option(choice("threshold", "rank"), default="threshold",
+                       help="gated variants: gate decisions in training, 'threshold' (the "
+                            "skip budget's common threshold) or 'rank' (per-sample routing at "
+                            "the budget's per-block capacities, thresholds calibrated for "
+                            "inference by GateCalibration)"),
     "budget_rate": Option(number(low=0.0, low_inclusive=False), default=0.02,
                           help="dual step size of the skip budget's multiplier (E2-Train: "
                                "times lr/psg_lr, as its gates learn at psg_lr)"),
@@ -179,7 +184,7 @@ def build_model(variant, s, open_steps=0):
             survival = matched_final_survival(s["depth"], s["target_skip"])
         return stochastic_depth_resnet(final_survival=survival, **common)
     model = gated_resnet(mode="gather", flops_weight=s["flops_weight"], open_steps=open_steps,
-                         **common)
+                         decision=s.get("decision", "threshold"), **common)
     if variant == "E2-Train":
         model = convert_to_psg(model, beta=s["beta"],
                                include=lambda layer: layer.name not in ("stem_conv", "logits"))
@@ -247,7 +252,7 @@ def run_variant(variant, data, s, seed, progress=None):
     steps_per_epoch = smd_steps_per_epoch(batches, s["drop_rate"]) if smd else None
     open_steps = s.get("open_epochs", 0) * (steps_per_epoch or batches)
     model = build_model(variant, s, open_steps=open_steps if variant in GATED_VARIANTS else 0)
-    _attach_skip_budget(model, variant, s)
+    budget = _attach_skip_budget(model, variant, s)
     lr = s["psg_lr"] if psg else s["lr"]
     model.compile(keras.optimizers.SGD(lr, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -267,6 +272,10 @@ def run_variant(variant, data, s, seed, progress=None):
     if psg:
         bn_data = tf.data.Dataset.from_tensor_slices(x_train).batch(s["batch_size"])
         callbacks.append(StochasticWeightAveraging(start_epoch=int(0.75 * epochs), data=bn_data))
+    if budget is not None and s.get("decision") == "rank":
+        # After SWA (its BatchNormalization re-estimate changes the gates' inputs).
+        calibration = tf.data.Dataset.from_tensor_slices(x_train[:1024]).batch(s["batch_size"])
+        callbacks.append(GateCalibration(calibration))
     if progress is not None:
         callbacks.append(progress)
     start, cpu = time.time(), _cpu_time()

@@ -2,6 +2,7 @@
 
 
 from keras_efficient.backend import keras, register_serializable, tf
+from keras_efficient.layers.gate_decisions import rank_decisions
 from keras_efficient.layers.recurrent_gate import (
     RecurrentGate,
     _GateSlot,
@@ -87,10 +88,13 @@ def _merge(x, idx, y_open, x_open, factor_open):
 
 
 class _BudgetSlot:
-    """Holds the `SkipBudget` a block belongs to (a plain object: Keras does not track it)."""
+    """Holds the `SkipBudget` a block belongs to and the block's index in it, and a running
+    `calibrate_gates` pass (plain object: Keras neither tracks nor saves it)."""
 
     def __init__(self):
         self.budget = None
+        self.index = None
+        self.calibration = None
 
 
 @register_serializable
@@ -168,6 +172,22 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
     (symbolic shape inference) it uses the zero state; those values are never
     computed.
 
+    Rank decisions (`decision="rank"`; `keras_efficient.layers.gate_decisions`):
+    in training, block k opens the k = round(c·n) samples of the batch with the
+    highest gate probability, c being the block's capacity: the share a
+    `SkipBudget` allocates it (see `SkipBudget.allocate`), or without a budget
+    mean_batch(g), the gates' own expected rate. So every batch runs the block
+    on part of its samples, never on all or none because the probabilities of a
+    batch happen to lie on one side of a threshold, and BatchNormalization
+    statistics after the block never mix such batches. The straight-through
+    gradient is unchanged. The threshold logit between opened and closed
+    samples ("cut") is followed by θ (a running mean over the first 100 steps
+    after the open phase, then an exponential average with weight 0.01), and an
+    inference pass decides d = 1[g >= sigmoid(θ)]. As inference-mode inputs
+    differ from training-mode ones (BatchNormalization statistics), set θ from
+    an inference pass with `keras_efficient.training.calibrate_gates` (the
+    callback `keras_efficient.callbacks.GateCalibration` does it during `fit`).
+
     Args:
       block: an identity-shaped residual layer (a `ResidualBlock`), or its config.
       gate: a `RecurrentGate` (owned by the first block constructed with it, shared by
@@ -181,6 +201,10 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
       open_steps: number of training steps (counted by `gate_step`) during which
         every gate is forced open and not trained; 0: the gates decide from the
         first step.
+      decision: how a training pass turns gate probabilities into decisions:
+        "threshold" (d = 1[g >= sigmoid(θ)], θ set by a `SkipBudget` or fixed) or
+        "rank" (per-sample routing: every batch opens the round(c·n) samples of
+        highest g, see below).
       return_state: return `[y, h, c]` (the output and the gate's new LSTM state)
         instead of y.
       validate_args: also check the input values (NaN/Inf over the whole input, empty
@@ -206,7 +230,7 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
     """
 
     def __init__(self, block, gate=None, projection_dim=10, mode="gather", flops_weight=0.0,
-                 block_flops=None, open_steps=0, return_state=False,
+                 block_flops=None, open_steps=0, decision="threshold", return_state=False,
                  validate_args=VALIDATE_ARGS_DEFAULT, **kwargs):
         # `compile_gate` (XLA for the gate's small ops) was removed: it gave no gain in
         # interleaved A/B runs. Configs saved with it (always False by default) still load.
@@ -246,6 +270,7 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
         self.flops_weight = check_float("flops_weight", flops_weight, low=0.0)
         self.block_flops = check_int("block_flops", block_flops, low=0, allow_none=True)
         self.open_steps = check_int("open_steps", open_steps, low=0)
+        self.decision = check_choice("decision", decision, ("threshold", "rank"))
         # The SkipBudget whose multiplier this block adds to α (set by `skip_budget`).
         # Held in a plain object: neither tracked nor walked by the saving code (the
         # budget is a checkpoint dependency of the model, not of the block).
@@ -404,8 +429,35 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
         self._legacy_state.put(new_state)
         return y
 
+    def _decide(self, prob, training):
+        """(hard decisions, state updates) before the open phase and `decisions` apply."""
+        slot = self.budget_slot
+        if slot.calibration is not None and not training:
+            hard, cut = rank_decisions(prob, slot.calibration.rate)
+            return hard, [slot.calibration.record(cut)]
+        if self.decision == "rank" and training:
+            prob32 = tf.cast(prob, tf.float32)
+            n = tf.size(prob32)
+            mean = tf.math.divide_no_nan(tf.reduce_sum(prob32), tf.cast(n, tf.float32))
+            updates = []
+            if slot.budget is not None:
+                capacity = slot.budget.capacity(slot.index)
+                updates.append(slot.budget.record_gate_mean(
+                    slot.index, tf.where(n > 0, mean, slot.budget.gate_means[slot.index])))
+            else:
+                capacity = mean
+            hard, cut = rank_decisions(prob32, capacity)
+            # θ follows the cut once the gates decide: a running mean over their first
+            # 100 steps, then an exponential average (weight 0.01).
+            steps = tf.cast(self.gate_step.read_value() - self.open_steps, tf.float32)
+            weight = tf.where((steps >= 0.0) & (n > 0), tf.maximum(0.01, 1.0 / (steps + 1.0)), 0.0)
+            theta = self.threshold.read_value()
+            updates.append(self.threshold.assign(theta + weight * (cut - theta)))
+            return hard, updates
+        return tf.cast(prob >= tf.sigmoid(self.threshold), tf.float32), []
+
     def _apply(self, x, prob, training, decisions):
-        hard = tf.cast(prob >= tf.sigmoid(self.threshold), tf.float32)
+        hard, updates = self._decide(prob, training)
         straight = prob + tf.stop_gradient(hard - prob)
         active = None
         if self.open_steps > 0:
@@ -425,9 +477,9 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
         rate = tf.reduce_mean(hard)
         if training:
             self.add_metric(rate, name=self.name + "_gate_rate", aggregation="mean")
-            updates = [self.open_fraction.assign(rate), self.gate_step.assign_add(1)]
-        else:
-            updates = []
+            with tf.control_dependencies(updates):
+                updates = updates + [self.open_fraction.assign(rate),
+                                     self.gate_step.assign_add(1)]
         with tf.control_dependencies(updates):
             if self.mode == "mask":
                 factor = tf.cast(straight * hard, x.dtype)
@@ -466,6 +518,7 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
             "flops_weight": self.flops_weight,
             "block_flops": self.block_flops,
             "open_steps": self.open_steps,
+            "decision": self.decision,
             "return_state": self.return_state,
             **self._validate_args_config(),
         })

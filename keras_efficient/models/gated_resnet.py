@@ -38,7 +38,7 @@ def set_gate_flops_fractions(model):
 
 def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters=16,
                  mode="gather", flops_weight=0.1, hidden_units=10, projection_dim=10,
-                 gate_bias=2.0, weight_decay=0.0, open_steps=0, name=None):
+                 gate_bias=2.0, weight_decay=0.0, open_steps=0, decision="threshold", name=None):
     """`cifar_resnet` whose identity-shaped blocks are `GatedResidualBlock`s (SLU).
 
     Every gated block gets the same `RecurrentGate` (named `skip_gate`, owned by
@@ -61,6 +61,8 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
         trained (SkipNet's recipe: train the ResNet first, then the gates; see
         `GatedResidualBlock`). Combine with `keras_efficient.training.skip_budget`
         to end at a target skip ratio.
+      decision: "threshold" or "rank" (per-sample routing in training; see
+        `GatedResidualBlock`).
 
     Returns:
       The functional `keras.Model`.
@@ -76,7 +78,7 @@ def gated_resnet(depth=20, num_classes=10, input_shape=(32, 32, 3), base_filters
         # The first block constructed with `gate` owns it; the others share it.
         return GatedResidualBlock(block, gate=gate, projection_dim=projection_dim, mode=mode,
                                   flops_weight=flops_weight, open_steps=open_steps,
-                                  return_state=True, name="gated_" + block.name)
+                                  decision=decision, return_state=True, name="gated_" + block.name)
 
     model = cifar_resnet(depth=depth, num_classes=num_classes, input_shape=input_shape,
                          base_filters=base_filters, block_wrapper=wrap, weight_decay=weight_decay,

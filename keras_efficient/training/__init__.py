@@ -7,6 +7,7 @@ from keras_efficient.training.flops import (
     residual_block_flops,
     residual_block_macs,
 )
+from keras_efficient.training.gate_calibration import calibrate_gates
 from keras_efficient.training.psg import (
     DEFAULT_PSG_CONFIG,
     fixed_point_quantize,
@@ -31,6 +32,7 @@ __all__ = [
     "PSGDense",
     "PSGResidualBlock",
     "SkipBudget",
+    "calibrate_gates",
     "convert_to_psg",
     "fixed_point_quantize",
     "get_skip_budget",

@@ -73,11 +73,27 @@ class SkipBudget(keras.layers.Layer):
     decides with the same gates and θ, but on BatchNormalization's moving
     statistics.
 
+    Rank decisions (blocks built with `decision="rank"`; all blocks of one
+    budget must share the mode): the budget sets how many samples each block
+    opens instead of moving λ and θ. After each training step it reads m_k, the
+    mean gate probability of block k in that step, and allocates the next
+    step's capacities by water filling (`allocate`):
+
+        c_k = min(1, s · m_k),   s such that Σ_k w_k c_k = 1 − s*
+
+    so the gates decide how the budget is shared between blocks (a block the
+    task needs keeps its gates high and gets a larger share, up to every
+    sample) and which samples run each block, while the executed fraction is
+    the target at every step up to the rounding of round(c_k · n). λ, e and the
+    common θ stay as they are (each block's θ then follows its own cut, for
+    inference; see `GatedResidualBlock`).
+
     State (saved in checkpoints): `multiplier` (λ, float32), `violation` (e of
     the last step), `last_step` (int64, the blocks' `gate_step` at the last
     update, so λ and θ move only when that step has advanced: once per training
-    step, never in `evaluate` or `predict`, also with `steps_per_execution > 1`)
-    and `epoch_sums` (what `result()` reports), all with aggregation
+    step, never in `evaluate` or `predict`, also with `steps_per_execution > 1`),
+    `epoch_sums` (what `result()` reports), and for rank decisions
+    `gate_means` (m_k) and `capacities` (c_k), all with aggregation
     `ONLY_FIRST_REPLICA`; θ is the blocks' weight `threshold` and the step their
     weight `gate_step`, so they are saved with the model itself.
 
@@ -142,7 +158,21 @@ class SkipBudget(keras.layers.Layer):
         self._binding = _Binding(blocks, [b.counted_flops / total for b in blocks])
         self.weights_by_block = list(self._binding.weights)
         self.open_steps = max(b.open_steps for b in blocks)
+        decisions = sorted({getattr(b, "decision", "threshold") for b in blocks})
+        if len(decisions) != 1:
+            raise ValueError("The gated blocks of one skip budget must share one `decision` "
+                             "mode; got {}.".format(decisions))
+        self.decision = decisions[0]
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
+        # Rank decisions: m_k (mean gate probability of block k at the last training
+        # step, written by the block) and c_k (the share of the batch block k opens).
+        self.gate_means = self.add_weight(
+            name="gate_means", shape=(len(blocks),), dtype=tf.float32, initializer="ones",
+            trainable=False, aggregation=first, experimental_autocast=False)
+        self.capacities = self.add_weight(
+            name="capacities", shape=(len(blocks),), dtype=tf.float32,
+            initializer=keras.initializers.Constant(1.0 - self.target_skip), trainable=False,
+            aggregation=first, experimental_autocast=False)
         # Sums over the counted training steps of the current epoch (kept apart from the
         # metrics, which `evaluate` resets): s(t), r_k(t) and the number of steps.
         self.epoch_sums = self.add_weight(
@@ -160,6 +190,33 @@ class SkipBudget(keras.layers.Layer):
         return self.multiplier + self.penalty * self.violation
 
     # ------------------------------------------------------------------ loss
+
+    def allocate(self, gate_means):
+        """Capacities c_k = min(1, s · m_k) with Σ_k w_k c_k = 1 − s* (rank decisions).
+
+        Water filling: the blocks whose share would exceed 1 are opened fully and
+        the rest of the budget is shared among the others in proportion to m_k.
+        `gate_means` (m_k) are floored at 1e-6, so a block never gets a share of
+        exactly 0 unless the budget is used up by fully open blocks.
+        """
+        w = tf.constant(self.weights_by_block, tf.float32)
+        m = tf.maximum(tf.cast(gate_means, tf.float32), 1e-6)
+        total = 1.0 - self.target_skip
+        full = tf.zeros_like(m)
+        for _ in range(len(self.weights_by_block)):
+            remaining = total - tf.reduce_sum(w * full)
+            scale = remaining / tf.maximum(tf.reduce_sum(w * m * (1.0 - full)), 1e-12)
+            share = tf.where(full > 0.0, tf.ones_like(m), scale * m)
+            full = tf.cast(share >= 1.0, tf.float32)
+        return tf.clip_by_value(share, 0.0, 1.0)
+
+    def capacity(self, index):
+        """c_k of block `index` for the current step (rank decisions)."""
+        return self.capacities[index]
+
+    def record_gate_mean(self, index, value):
+        """Stores m_k, block `index`'s mean gate probability of this training step."""
+        return self.gate_means[index].assign(tf.cast(value, tf.float32))
 
     def executed_fraction(self):
         """C of the last training step: Σ_k w_k · r_k from the blocks' `open_fraction`."""
@@ -193,14 +250,23 @@ class SkipBudget(keras.layers.Layer):
         # The forward pass of this step ran at gate_step = step - 1: gates were free
         # iff step - 1 >= open_steps.
         counted = (step > self.last_step) & (step > self.open_steps)
-        rate = tf.where(counted, self.multiplier_rate, 0.0)
-        threshold = blocks[0].threshold.read_value()
-        threshold = threshold + tf.where(counted, self.threshold_rate, 0.0) * violation
-        updates = [b.threshold.assign(threshold) for b in blocks] + [
-            self.multiplier.assign_add(rate * violation),
-            self.violation.assign(tf.where(counted, violation, self.violation)),
-            self.last_step.assign(tf.maximum(step, self.last_step)),
-        ]
+        if self.decision == "rank":
+            # The capacities meet the target by construction: no λ, e or θ to move.
+            free = step >= self.open_steps
+            updates = [
+                self.capacities.assign(tf.where(free, self.allocate(self.gate_means.read_value()),
+                                                self.capacities)),
+                self.last_step.assign(tf.maximum(step, self.last_step)),
+            ]
+        else:
+            rate = tf.where(counted, self.multiplier_rate, 0.0)
+            threshold = blocks[0].threshold.read_value()
+            threshold = threshold + tf.where(counted, self.threshold_rate, 0.0) * violation
+            updates = [b.threshold.assign(threshold) for b in blocks] + [
+                self.multiplier.assign_add(rate * violation),
+                self.violation.assign(tf.where(counted, violation, self.violation)),
+                self.last_step.assign(tf.maximum(step, self.last_step)),
+            ]
         # The sums of `result()`: restarted at the first counted step after Keras reset
         # the metrics (a new epoch); untouched by evaluate/predict steps.
         weight = tf.cast(counted, tf.float32)
@@ -329,9 +395,10 @@ def skip_budget(model, target_skip, multiplier_rate=0.02, penalty=1.0, threshold
                             initial_multiplier=initial_multiplier, name=name)
         budget.build(None)
         budget.bind(blocks)
-    for block, weight in zip(blocks, budget.weights_by_block):
+    for index, (block, weight) in enumerate(zip(blocks, budget.weights_by_block)):
         block.flops_fraction.assign(weight)
         block.budget_slot.budget = budget
+        block.budget_slot.index = index
     attach_to_model(model, budget, "skip_budget", _ATTRIBUTE)
     return budget
 
