@@ -61,7 +61,6 @@ from tensorflow_probability.python.internal import samplers
 from tensorflow_probability.python.util.seed_stream import SeedStream
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.gaussian_mixture_classifier import _validate_args_or_alias
 from keras_efficient.utils.validation import (
     ValidateArgsMixin,
     check_bool,
@@ -70,6 +69,7 @@ from keras_efficient.utils.validation import (
     check_int,
     check_last_dim_defined,
     invalid_argument,
+    validate_args_or_alias,
 )
 
 __all__ = ["FlipoutDense", "FlipoutConv2D", "ReparameterizationDense", "ReparameterizationConv2D",
@@ -243,7 +243,7 @@ class _BayesianMixin(ValidateArgsMixin):
         self.prior_scale = _check_prior_scale(prior_scale)
         self.posterior_scale_init = check_float("posterior_scale_init", posterior_scale_init)
         self.kernel_loc_initializer = keras.initializers.get(kernel_loc_initializer)
-        self._init_validate_args(_validate_args_or_alias(
+        self._init_validate_args(validate_args_or_alias(
             type(self).__name__, validate_args, "check_finite", kwargs.pop("check_finite", None)))
         use_bias = check_bool("use_bias", use_bias)
         seed = check_int("seed", seed, allow_none=True)

@@ -1,16 +1,14 @@
 """Gaussian Mixture Classifier (GMC) of ReBEL (Castellano et al., 2022, Sec. V, Fig. 5)."""
 
 import math
-import warnings
 
 from keras_efficient.backend import keras, register_serializable, tf
 from keras_efficient.utils.validation import (
-    VALIDATE_ARGS_DEFAULT,
     ValidateArgsMixin,
-    check_bool,
     check_choice,
     check_int,
     invalid_argument,
+    validate_args_or_alias,
 )
 
 __all__ = ["GaussianMixtureClassifier", "gaussian_mixture_params_size"]
@@ -30,27 +28,6 @@ def gaussian_mixture_params_size(num_classes, components_per_class, dim, covaria
     covariance = check_choice("covariance", covariance, ("full", "diag"))
     per_component = 1 + dim + (dim * (dim + 1) // 2 if covariance == "full" else dim)
     return num_classes * components_per_class * per_component
-
-
-def _validate_args_or_alias(cls_name, validate_args, old_name, old_value):
-    """`validate_args` from the argument and its deprecated older spelling `old_name`.
-
-    None means "not given" for both: neither given gives `VALIDATE_ARGS_DEFAULT`;
-    only the old one given gives its value (with a DeprecationWarning), so configs
-    saved with the old key load unchanged; both given must agree. Shared by the
-    layers that had their own spelling before the `validate_args` convention.
-    """
-    if old_value is None:
-        return VALIDATE_ARGS_DEFAULT if validate_args is None else validate_args
-    old_value = check_bool(old_name, old_value)
-    if validate_args is not None and check_bool("validate_args", validate_args) != old_value:
-        raise ValueError(
-            "`{0}` received `validate_args={1}` and its deprecated alias `{2}={3}`, which "
-            "disagree. Pass only `validate_args`. Received: validate_args={1}, {2}={3}".format(
-                cls_name, validate_args, old_name, old_value))
-    warnings.warn("`{}`: the argument `{}` is deprecated; use `validate_args`.".format(
-        cls_name, old_name), DeprecationWarning, stacklevel=3)
-    return old_value
 
 
 def _fill_lower_triangular(entries, dim):
@@ -122,7 +99,7 @@ class GaussianMixtureClassifier(ValidateArgsMixin, keras.layers.Layer):
     def __init__(self, num_classes, components_per_class=8, covariance="full",
                  mean_initializer="random_normal", scale_initializer=None,
                  mixture_initializer="zeros", validate_args=None, **kwargs):
-        validate_args = _validate_args_or_alias(type(self).__name__, validate_args,
+        validate_args = validate_args_or_alias(type(self).__name__, validate_args,
                                                 "validate_inputs",
                                                 kwargs.pop("validate_inputs", None))
         # Always float32 (like a final softmax under mixed precision): the inputs are

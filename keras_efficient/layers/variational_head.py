@@ -1,7 +1,6 @@
 """ReBEL's variational head: Head₁ (image → Gaussian posterior) and Head₂ (z → teacher tensor)."""
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.gaussian_mixture_classifier import _validate_args_or_alias
 from keras_efficient.layers.gdn import GDN
 from keras_efficient.utils.validation import (
     VALIDATE_ARGS_DEFAULT,
@@ -10,6 +9,7 @@ from keras_efficient.utils.validation import (
     check_float,
     check_int,
     invalid_argument,
+    validate_args_or_alias,
 )
 
 __all__ = ["VariationalHead", "BottleneckDecoder"]
@@ -211,7 +211,7 @@ class BottleneckDecoder(ValidateArgsMixin, keras.layers.Layer):
 
     def __init__(self, target_shape, filters=(64, 64, 64), kernel_size=3, validate_args=None,
                  **kwargs):
-        validate_args = _validate_args_or_alias(type(self).__name__, validate_args,
+        validate_args = validate_args_or_alias(type(self).__name__, validate_args,
                                                 "validate_inputs",
                                                 kwargs.pop("validate_inputs", None))
         super().__init__(**kwargs)

@@ -6,6 +6,7 @@ Input checks fail with the received shape in the message.
 """
 
 import numbers
+import warnings
 
 from keras_efficient.backend import tf
 
@@ -21,6 +22,7 @@ __all__ = [
     "assert_finite",
     "assert_nonempty_batch",
     "VALIDATE_ARGS_DEFAULT",
+    "validate_args_or_alias",
     "ValidateArgsMixin",
 ]
 
@@ -196,3 +198,24 @@ class ValidateArgsMixin:
 
     def _validate_args_config(self):
         return {"validate_args": self.validate_args}
+
+
+def validate_args_or_alias(cls_name, validate_args, old_name, old_value):
+    """`validate_args` from the argument and its deprecated older spelling `old_name`.
+
+    None means "not given" for both: neither given gives `VALIDATE_ARGS_DEFAULT`;
+    only the old one given gives its value (with a DeprecationWarning), so configs
+    saved with the old key load unchanged; both given must agree. Shared by the
+    layers that had their own spelling before the `validate_args` convention.
+    """
+    if old_value is None:
+        return VALIDATE_ARGS_DEFAULT if validate_args is None else validate_args
+    old_value = check_bool(old_name, old_value)
+    if validate_args is not None and check_bool("validate_args", validate_args) != old_value:
+        raise ValueError(
+            "`{0}` received `validate_args={1}` and its deprecated alias `{2}={3}`, which "
+            "disagree. Pass only `validate_args`. Received: validate_args={1}, {2}={3}".format(
+                cls_name, validate_args, old_name, old_value))
+    warnings.warn("`{}`: the argument `{}` is deprecated; use `validate_args`.".format(
+        cls_name, old_name), DeprecationWarning, stacklevel=3)
+    return old_value
