@@ -18,8 +18,19 @@ class GateCalibration(keras.callbacks.Callback):
     calibrated and kept, so `evaluate`, `predict` and a saved model decide with
     them.
 
+    Order: put it after `StochasticWeightAveraging` (its BatchNormalization
+    re-estimate at the end of training changes the gates' inputs; it also runs
+    the gated blocks in training mode, which moves their training state, so the
+    calibration has to come after it) and after callbacks that restore weights
+    at the end of training (`EarlyStopping(restore_best_weights=True)`); a
+    `ModelCheckpoint` saved during training holds training's thresholds (call
+    `calibrate_gates` on a model loaded from it). With threshold decisions and a
+    `SkipBudget`, training again after calibration starts from block 0's
+    calibrated θ as the common threshold.
+
     Args:
-      data: a few batches of training inputs (see `calibrate_gates`).
+      data: a few batches of training inputs (see `calibrate_gates`; a
+        repeating dataset needs `steps`).
       steps: the number of batches of `data` to use (None: all).
       during_training: also calibrate for the validation passes inside `fit`.
     """

@@ -2,7 +2,7 @@
 
 
 from keras_efficient.backend import keras, register_serializable, tf
-from keras_efficient.layers.gate_decisions import rank_decisions
+from keras_efficient.layers.gate_decisions import gate_logits, rank_decisions
 from keras_efficient.layers.recurrent_gate import (
     RecurrentGate,
     _GateSlot,
@@ -429,35 +429,44 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
         self._legacy_state.put(new_state)
         return y
 
-    def _decide(self, prob, training):
+    def _decide(self, prob, training, forced_decisions=False):
         """(hard decisions, state updates) before the open phase and `decisions` apply."""
         slot = self.budget_slot
         if slot.calibration is not None and not training:
             hard, cut = rank_decisions(prob, slot.calibration.rate)
-            return hard, [slot.calibration.record(cut)]
+            return hard, [slot.calibration.record(cut, tf.size(prob))]
         if self.decision == "rank" and training:
             prob32 = tf.cast(prob, tf.float32)
             n = tf.size(prob32)
             mean = tf.math.divide_no_nan(tf.reduce_sum(prob32), tf.cast(n, tf.float32))
             updates = []
+            context = tf.distribute.get_replica_context()
+            if context is not None and context.num_replicas_in_sync > 1:
+                # m_k of the global batch, the same on every replica.
+                total, count = context.all_reduce(
+                    tf.distribute.ReduceOp.SUM, [tf.reduce_sum(prob32), tf.cast(n, tf.float32)])
+                global_mean = tf.math.divide_no_nan(total, count)
+            else:
+                global_mean, count = mean, tf.cast(n, tf.float32)
             if slot.budget is not None:
                 capacity = slot.budget.capacity(slot.index)
-                updates.append(slot.budget.record_gate_mean(
-                    slot.index, tf.where(n > 0, mean, slot.budget.gate_means[slot.index])))
+                updates.append(slot.budget.record_gate_mean(slot.index, global_mean, count > 0))
             else:
                 capacity = mean
             hard, cut = rank_decisions(prob32, capacity)
             # θ follows the cut once the gates decide: a running mean over their first
             # 100 steps, then an exponential average (weight 0.01).
             steps = tf.cast(self.gate_step.read_value() - self.open_steps, tf.float32)
-            weight = tf.where((steps >= 0.0) & (n > 0), tf.maximum(0.01, 1.0 / (steps + 1.0)), 0.0)
+            follow = (steps >= 0.0) & (n > 0) & (not forced_decisions)
+            weight = tf.where(follow, tf.maximum(0.01, 1.0 / (steps + 1.0)), 0.0)
             theta = self.threshold.read_value()
             updates.append(self.threshold.assign(theta + weight * (cut - theta)))
             return hard, updates
-        return tf.cast(prob >= tf.sigmoid(self.threshold), tf.float32), []
+        # Compared as logits: a cut beyond the float32 range of sigmoid still separates.
+        return tf.cast(gate_logits(prob) >= self.threshold, tf.float32), []
 
     def _apply(self, x, prob, training, decisions):
-        hard, updates = self._decide(prob, training)
+        hard, updates = self._decide(prob, training, forced_decisions=decisions is not None)
         straight = prob + tf.stop_gradient(hard - prob)
         active = None
         if self.open_steps > 0:

@@ -31,8 +31,10 @@ class CalibrationPass:
         self.rate = float(rate)
         self.sums = tf.Variable(tf.zeros([2], tf.float32), trainable=False)
 
-    def record(self, cut):
-        return self.sums.assign_add(tf.stack([tf.cast(cut, tf.float32), 1.0]))
+    def record(self, cut, count):
+        """Adds one batch's cut (nothing for an empty batch: `count` 0)."""
+        valid = tf.cast(count > 0, tf.float32)
+        return self.sums.assign_add(tf.stack([valid * tf.cast(cut, tf.float32), valid]))
 
     def threshold(self):
         total, count = self.sums.numpy().tolist()
@@ -75,7 +77,8 @@ def calibrate_gates(model, data, open_rates, steps=None):
       open_rates: the open rate r_k to reproduce for each block: a dict block
         name → rate, or a sequence in block order (e.g. the mean of each block's
         `<block>_gate_rate` over the last training epoch).
-      steps: the number of batches to use (None: all of `data`).
+      steps: the number of batches to use (None: all of `data`; pass it for a
+        repeating dataset, which would never end).
 
     Returns:
       A dict block name → the new threshold θ_k (a logit).

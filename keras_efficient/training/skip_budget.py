@@ -92,8 +92,8 @@ class SkipBudget(keras.layers.Layer):
     the last step), `last_step` (int64, the blocks' `gate_step` at the last
     update, so λ and θ move only when that step has advanced: once per training
     step, never in `evaluate` or `predict`, also with `steps_per_execution > 1`),
-    `epoch_sums` (what `result()` reports), and for rank decisions
-    `gate_means` (m_k) and `capacities` (c_k), all with aggregation
+    `epoch_sums` (what `result()` reports), and `gate_means` (m_k) and
+    `capacities` (c_k, used by rank decisions only), all with aggregation
     `ONLY_FIRST_REPLICA`; θ is the blocks' weight `threshold` and the step their
     weight `gate_step`, so they are saved with the model itself.
 
@@ -214,9 +214,16 @@ class SkipBudget(keras.layers.Layer):
         """c_k of block `index` for the current step (rank decisions)."""
         return self.capacities[index]
 
-    def record_gate_mean(self, index, value):
-        """Stores m_k, block `index`'s mean gate probability of this training step."""
-        return self.gate_means[index].assign(tf.cast(value, tf.float32))
+    def record_gate_mean(self, index, value, valid=True):
+        """Stores m_k, block `index`'s mean gate probability of this training step.
+
+        `value` must be the same on every replica (the mean over the global batch);
+        the whole vector is assigned, so the variable's `ONLY_FIRST_REPLICA`
+        aggregation applies. Nothing changes when `valid` is False (an empty batch).
+        """
+        means = self.gate_means.read_value()
+        updated = tf.tensor_scatter_nd_update(means, [[index]], [tf.cast(value, tf.float32)])
+        return self.gate_means.assign(tf.where(valid, updated, means))
 
     def executed_fraction(self):
         """C of the last training step: Σ_k w_k · r_k from the blocks' `open_fraction`."""
@@ -251,7 +258,9 @@ class SkipBudget(keras.layers.Layer):
         # iff step - 1 >= open_steps.
         counted = (step > self.last_step) & (step > self.open_steps)
         if self.decision == "rank":
-            # The capacities meet the target by construction: no λ, e or θ to move.
+            # The capacities meet the target by construction: no λ, e or θ to move. They
+            # are allocated from the step that ends the open phase on (its m_k come from
+            # gates that were not trained yet; the allocation follows them from then on).
             free = step >= self.open_steps
             updates = [
                 self.capacities.assign(tf.where(free, self.allocate(self.gate_means.read_value()),

@@ -15,6 +15,8 @@ from keras_efficient.layers.bayesian import (
     FlipoutDense,
     ReparameterizationConv2D,
     ReparameterizationDense,
+)
+from keras_efficient.layers.bayesian_priors import (
     _normal_kl_to_centered_normal,
     _standard_normal_box_muller,
 )
