@@ -1,7 +1,7 @@
 """A callback that calibrates SLU gates' inference thresholds during and after `fit`."""
 
 from keras_efficient.backend import keras
-from keras_efficient.training.gate_calibration import calibrate_gates
+from keras_efficient.training.gate_calibration import calibrate_gates, gated_blocks
 from keras_efficient.utils.validation import check_int
 
 __all__ = ["GateCalibration"]
@@ -46,16 +46,13 @@ class GateCalibration(keras.callbacks.Callback):
         self.thresholds = None
 
     def _rates(self):
-        from keras_efficient.layers.gated_residual import GatedResidualBlock  # circular import
-
         rates = {}
         logs = self._logs or {}
-        for layer in self.model.layers:
-            if isinstance(layer, GatedResidualBlock):
-                value = logs.get(layer.name + "_gate_rate")
-                if value is None:
-                    value = layer.open_fraction
-                rates[layer.name] = min(1.0, max(0.0, float(value)))
+        for layer in gated_blocks(self.model):
+            value = logs.get(layer.name + "_gate_rate")
+            if value is None:
+                value = layer.open_fraction
+            rates[layer.name] = min(1.0, max(0.0, float(value)))
         return rates
 
     def _calibrate(self):
@@ -70,10 +67,8 @@ class GateCalibration(keras.callbacks.Callback):
     def on_test_begin(self, logs=None):
         if not self.during_training or self._logs is None:
             return  # an evaluate() outside fit, or no training step yet
-        from keras_efficient.layers.gated_residual import GatedResidualBlock  # circular import
-
-        self._saved = [(layer, float(layer.threshold.numpy())) for layer in self.model.layers
-                       if isinstance(layer, GatedResidualBlock)]
+        self._saved = [(layer, float(layer.threshold.numpy()))
+                       for layer in gated_blocks(self.model)]
         self._calibrate()
 
     def on_test_end(self, logs=None):

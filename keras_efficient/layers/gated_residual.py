@@ -438,21 +438,18 @@ class GatedResidualBlock(ValidateArgsMixin, keras.layers.Layer):
         if self.decision == "rank" and training:
             prob32 = tf.cast(prob, tf.float32)
             n = tf.size(prob32)
-            mean = tf.math.divide_no_nan(tf.reduce_sum(prob32), tf.cast(n, tf.float32))
+            total, count = tf.reduce_sum(prob32), tf.cast(n, tf.float32)
             updates = []
-            context = tf.distribute.get_replica_context()
-            if context is not None and context.num_replicas_in_sync > 1:
-                # m_k of the global batch, the same on every replica.
-                total, count = context.all_reduce(
-                    tf.distribute.ReduceOp.SUM, [tf.reduce_sum(prob32), tf.cast(n, tf.float32)])
-                global_mean = tf.math.divide_no_nan(total, count)
-            else:
-                global_mean, count = mean, tf.cast(n, tf.float32)
             if slot.budget is not None:
+                context = tf.distribute.get_replica_context()
+                if context is not None and context.num_replicas_in_sync > 1:
+                    # m_k of the global batch, the same on every replica.
+                    total, count = context.all_reduce(tf.distribute.ReduceOp.SUM, [total, count])
                 capacity = slot.budget.capacity(slot.index)
-                updates.append(slot.budget.record_gate_mean(slot.index, global_mean, count > 0))
+                updates.append(slot.budget.record_gate_mean(
+                    slot.index, tf.math.divide_no_nan(total, count), count > 0))
             else:
-                capacity = mean
+                capacity = tf.math.divide_no_nan(total, count)  # the gates' own rate
             hard, cut = rank_decisions(prob32, capacity)
             # θ follows the cut once the gates decide: a running mean over their first
             # 100 steps, then an exponential average (weight 0.01).

@@ -21,7 +21,7 @@ before it produce. The mean of per-batch cuts is an estimate of the
 from keras_efficient.backend import tf
 from keras_efficient.utils.validation import check_float, check_int, invalid_argument
 
-__all__ = ["calibrate_gates"]
+__all__ = ["calibrate_gates", "gated_blocks"]
 
 
 class CalibrationPass:
@@ -41,7 +41,8 @@ class CalibrationPass:
         return total / count if count > 0 else None
 
 
-def _blocks(model):
+def gated_blocks(model):
+    """`model`'s top-level `GatedResidualBlock`s, in order (ValueError if there is none)."""
     from keras_efficient.layers.gated_residual import GatedResidualBlock  # circular import
 
     blocks = [layer for layer in model.layers if isinstance(layer, GatedResidualBlock)]
@@ -87,7 +88,7 @@ def calibrate_gates(model, data, open_rates, steps=None):
       ValueError: a model without gated blocks, rates missing or outside [0, 1],
         or data without a batch.
     """
-    blocks = _blocks(model)
+    blocks = gated_blocks(model)
     rates = _rates_by_block(blocks, open_rates)
     if steps is not None:
         steps = check_int("steps", steps, low=1)

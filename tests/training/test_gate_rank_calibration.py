@@ -88,6 +88,29 @@ def test_rank_training_call_opens_the_highest_gates_and_theta_follows_the_cut():
     assert int(np.sum(gate_logits(probs).numpy() >= block.threshold.numpy())) == k
 
 
+def test_theta_is_the_running_mean_of_the_cuts_then_an_average_with_weight_001():
+    model = _model()
+    block, stem = model.get_layer("g0"), model.get_layer("stem_conv")
+    theta, cuts = 0.0, []
+    for step in range(103):
+        x, _ = _data(16, seed=step)
+        if step >= 100:
+            x = 5.0 * x + 2.0  # far from the first 100 batches: the 0.01 weight shows
+        probs = _first_block_probs(model, x).astype(np.float64)
+        logits = np.log(probs) - np.log1p(-probs)
+        k = int(np.round(16 * probs.mean()))
+        s = np.sort(logits)[::-1]
+        cuts.append(0.5 * (s[k - 1] + s[k]))
+        weight = max(0.01, 1.0 / (step + 1))
+        theta += weight * (cuts[-1] - theta)
+        block(stem(x), training=True)
+        if step == 2:
+            assert float(block.threshold.numpy()) == pytest.approx(np.mean(cuts), abs=2e-6)
+    assert float(block.threshold.numpy()) == pytest.approx(theta, abs=2e-6)
+    # A plain running mean over all 103 cuts would end elsewhere (by 20x the tolerance).
+    assert abs(np.mean(cuts) - theta) > 4e-5
+
+
 def test_rank_with_budget_meets_the_target_every_step():
     model = _model()
     budget = skip_budget(model, 0.5)
